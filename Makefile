@@ -1,0 +1,52 @@
+# sb3-safe: two commands on a fresh machine, `make demo` and `make test` (each installs first).
+#
+# `make install` creates .venv if missing and installs, in this order: torch==2.13.0 (the CPU build; never
+# let pip pick a newer torch), the pinned stack (requirements/), safety-gymnasium 1.0.0 with --no-deps
+# (its own pins conflict with the stack; the plugin's shim makes it work), then sb3-safe and every plugin
+# under plugins/ in editable mode. A stamp file makes the second run a no-op until an input changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TORCH_VERSION := 2.13.0
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+STAMP := $(VENV)/.install-stamp
+INSTALL_INPUTS := pyproject.toml requirements/stack.txt requirements/constraints.txt $(PLUGINS)
+
+.PHONY: install demo test test-slow lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "sb3-safe needs Python >= 3.11"'
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -c requirements/constraints.txt -r requirements/stack.txt
+	$(PIP) install -q --no-deps safety-gymnasium==1.0.0
+	$(PIP) install -q -c requirements/constraints.txt -e ".[dev]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	@touch $(STAMP)
+
+demo: install
+	$(PY) examples/quickstart.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy sb3_safe
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install lint
+	$(PY) -m pytest
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+bench: install
+	$(PY) benchmarks/env_fast_reset.py
+
+clean:
+	rm -rf $(VENV) *.egg-info plugins/*/*.egg-info .pytest_cache .ruff_cache .mypy_cache

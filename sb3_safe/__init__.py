@@ -1,0 +1,72 @@
+"""sb3-safe: safe reinforcement learning on Stable-Baselines3.
+
+The public API is re-exported here::
+
+    import sb3_safe
+
+    env = sb3_safe.make_env("SafetyPointGoal1-v0")   # from the safety-gymnasium plugin
+    sb3_safe.list_envs(), sb3_safe.list_algorithms()
+    result = sb3_safe.evaluate_safe_policy(model, env, n_eval_episodes=10)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sb3_safe.common.costs import MissingCostError, cost_limit_to_q_threshold, episode_length_of
+from sb3_safe.registry import (
+    UnknownAlgorithmError,
+    UnknownEnvironmentError,
+    env_providers,
+    get_algorithm,
+    list_algorithms,
+    list_envs,
+    make_env,
+)
+
+if TYPE_CHECKING:
+    from sb3_safe.common.callbacks import SafeEvalCallback
+    from sb3_safe.common.env_util import make_vec_env
+    from sb3_safe.common.evaluation import SafeEvaluationResult, evaluate_safe_policy
+    from sb3_safe.common.monitor import SafeMonitor
+    from sb3_safe.common.unconstrained import UnconstrainedSAC
+
+__version__ = "0.1.0"
+
+# Heavier pieces (torch, SB3 algorithms) are imported on first use, so `import sb3_safe` stays quick.
+_LAZY = {
+    "SafeEvalCallback": "sb3_safe.common.callbacks",
+    "SafeEvaluationResult": "sb3_safe.common.evaluation",
+    "SafeMonitor": "sb3_safe.common.monitor",
+    "UnconstrainedSAC": "sb3_safe.common.unconstrained",
+    "evaluate_safe_policy": "sb3_safe.common.evaluation",
+    "make_vec_env": "sb3_safe.common.env_util",
+}
+
+__all__ = [
+    "MissingCostError",
+    "SafeEvalCallback",
+    "SafeEvaluationResult",
+    "SafeMonitor",
+    "UnconstrainedSAC",
+    "UnknownAlgorithmError",
+    "UnknownEnvironmentError",
+    "__version__",
+    "cost_limit_to_q_threshold",
+    "env_providers",
+    "episode_length_of",
+    "evaluate_safe_policy",
+    "get_algorithm",
+    "list_algorithms",
+    "list_envs",
+    "make_env",
+    "make_vec_env",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sb3_safe' has no attribute '{name}'")

@@ -1,0 +1,1 @@
+"""Shared mechanisms: the cost protocol, cost-aware buffers and base classes, evaluation, callbacks, logging."""

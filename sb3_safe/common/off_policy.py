@@ -1,0 +1,55 @@
+"""Base class of the safe off-policy algorithms: SB3's OffPolicyAlgorithm with a cost-aware replay buffer."""
+
+from __future__ import annotations
+
+import warnings
+
+from gymnasium import spaces
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from sb3_safe.common.buffers import (
+    COST_REPLAY_BUFFERS,
+    CostDictReplayBuffer,
+    CostNStepReplayBuffer,
+    CostReplayBuffer,
+)
+from sb3_safe.common.safe_algorithm import SafeAlgorithmMixin
+
+
+class SafeOffPolicyAlgorithm(SafeAlgorithmMixin, OffPolicyAlgorithm):
+    """SB3's :class:`OffPolicyAlgorithm` whose replay buffer stores costs beside rewards.
+
+    The replay buffer is chosen like SB3 chooses it, in its cost-aware form: :class:`CostReplayBuffer`,
+    :class:`CostNStepReplayBuffer` when ``n_steps > 1`` (costs get the same n-step treatment as rewards), or
+    :class:`CostDictReplayBuffer` for dict observations. Samples carry ``costs`` of shape ``(batch, n_costs)``.
+
+    To give an SB3 algorithm the cost plumbing, put this class first in its bases, e.g.
+    ``class MySAC(SafeOffPolicyAlgorithm, SAC)``. See :class:`SafeAlgorithmMixin` for ``cost_limit``,
+    ``n_costs`` and the logged safety metrics.
+    """
+
+    def _setup_model(self) -> None:
+        if self.replay_buffer_class is None:
+            if isinstance(self.observation_space, spaces.Dict):
+                if self.n_steps > 1:
+                    raise ValueError(
+                        "n-step returns are not supported with dict observations (as in SB3): use n_steps=1."
+                    )
+                self.replay_buffer_class = CostDictReplayBuffer
+            elif self.n_steps > 1:
+                self.replay_buffer_class = CostNStepReplayBuffer
+                self.replay_buffer_kwargs.update({"n_steps": self.n_steps, "gamma": self.gamma})
+            else:
+                self.replay_buffer_class = CostReplayBuffer
+        elif not issubclass(self.replay_buffer_class, COST_REPLAY_BUFFERS):
+            names = ", ".join(cls.__name__ for cls in COST_REPLAY_BUFFERS)
+            raise TypeError(
+                f"{type(self).__name__} needs a replay buffer that stores costs, got "
+                f"{self.replay_buffer_class.__name__}. Use one of sb3_safe.common.buffers' {names} "
+                "(or leave replay_buffer_class=None)."
+            )
+        self.replay_buffer_kwargs.setdefault("n_costs", self.n_costs)
+        with warnings.catch_warnings():
+            # We chose the buffer and configured its n-step returns ourselves; SB3's hint does not apply.
+            warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored because a custom")
+            super()._setup_model()
