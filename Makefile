@@ -33,7 +33,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sb3_safe
+	$(VENV)/bin/mypy sb3_safe $(wildcard plugins/*/sb3_safe_*)
 
 format: install
 	$(VENV)/bin/ruff format .
