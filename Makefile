@@ -33,7 +33,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy sb3_safe $(wildcard plugins/*/sb3_safe_*)
+	$(VENV)/bin/mypy sb3_safe $(dir $(wildcard plugins/*/sb3_safe_*/__init__.py))
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -50,7 +50,7 @@ def plot_learning_curves(
     }
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for axis, (name, values), color in zip(axes, series.items(), ("tab:blue", "tab:red"), strict=True):
-        axis.plot(steps, values, "o", color=color, alpha=0.35, markersize=4, label=f"episode {name}")
+        axis.plot(steps, values, "o-", color=color, alpha=0.35, markersize=4, linewidth=1, label=f"episode {name}")
         if smoothing > 1:
             axis.plot(steps, _smooth(values, smoothing), color=color, label=f"moving average ({smoothing})")
         axis.set_xlabel("environment steps")

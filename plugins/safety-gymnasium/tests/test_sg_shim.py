@@ -36,22 +36,27 @@ def test_p1_is_needed(run_python):
     assert "ValueError: mutable default <class 'numpy.ndarray'> for field color is not allowed" in result.stderr
 
 
-@pytest.mark.skipif(not _shim.needs_p2(), reason="P2 is only needed without gymnasium-robotics")
-def test_p2_is_needed(run_python):
-    """Without P2 the package __init__ fails on the multi-agent module's gymnasium_robotics import."""
-    code = _pre_import_patches("patch_p1_colors", "patch_p3_gymnasium_aliases") + "import safety_gymnasium\n"
-    result = run_python(code)
+@pytest.mark.parametrize(
+    ("needed", "other_patches", "expected_error"),
+    [
+        # Without P2 the package __init__ fails on the multi-agent module's gymnasium_robotics import.
+        (_shim.needs_p2(), ("patch_p1_colors", "patch_p3_gymnasium_aliases"), "No module named 'gymnasium_robotics'"),
+        # Without P3 the package fails on the removed gymnasium.wrappers.compatibility module.
+        (
+            _shim.needs_p3(),
+            ("patch_p1_colors", "patch_p2_multi_agent_stub"),
+            "No module named 'gymnasium.wrappers.compatibility'",
+        ),
+    ],
+    ids=["p2", "p3"],
+)
+def test_import_patch_is_needed(run_python, needed, other_patches, expected_error):
+    """Each import-time patch is needed: with all the others applied, importing safety_gymnasium fails."""
+    if not needed:
+        pytest.skip("the installed versions do not need this patch")
+    result = run_python(_pre_import_patches(*other_patches) + "import safety_gymnasium\n")
     assert result.returncode != 0
-    assert "No module named 'gymnasium_robotics'" in result.stderr
-
-
-@pytest.mark.skipif(not _shim.needs_p3(), reason="P3 is only needed on gymnasium >= 1.0")
-def test_p3_is_needed(run_python):
-    """Without P3 the package fails on the removed gymnasium.wrappers.compatibility module."""
-    code = _pre_import_patches("patch_p1_colors", "patch_p2_multi_agent_stub") + "import safety_gymnasium\n"
-    result = run_python(code)
-    assert result.returncode != 0
-    assert "No module named 'gymnasium.wrappers.compatibility'" in result.stderr
+    assert expected_error in result.stderr
 
 
 @pytest.mark.skipif(not (_shim.needs_p3() and _shim.needs_p4()), reason="needs gymnasium >= 1.0")
