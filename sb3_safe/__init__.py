@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from sb3_safe.common.evaluation import SafeEvaluationResult, evaluate_safe_policy
     from sb3_safe.common.monitor import SafeMonitor
     from sb3_safe.common.unconstrained import UnconstrainedSAC
+    from sb3_safe.cvpo import CVPO
 
 __version__ = "0.1.0"
 
 # Heavier pieces (torch, SB3 algorithms) are imported on first use, so `import sb3_safe` stays quick.
 _LAZY = {
+    "CVPO": "sb3_safe.cvpo",
     "SafeEvalCallback": "sb3_safe.common.callbacks",
     "SafeEvaluationResult": "sb3_safe.common.evaluation",
     "SafeMonitor": "sb3_safe.common.monitor",
@@ -44,6 +46,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CVPO",
     "MissingCostError",
     "SafeEvalCallback",
     "SafeEvaluationResult",
