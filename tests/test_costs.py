@@ -64,6 +64,15 @@ def test_episode_length_from_spec_or_explicit(toy_env_id):
     assert episode_length_of(env, episode_length=7) == 7
 
 
+def test_episode_length_from_a_time_limit_wrapper_without_spec():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    env = gym.wrappers.TimeLimit(gym.make("ToyNoHorizon-v0").unwrapped, max_episode_steps=33)
+    assert env.spec is None or env.spec.max_episode_steps in (None, 33)
+    assert episode_length_of(env) == 33
+    assert episode_length_of(DummyVecEnv([lambda: env])) == 33
+
+
 def test_episode_length_unknown_is_a_clear_error():
     env = gym.make("ToyNoHorizon-v0")
     with pytest.raises(ValueError, match=r"ToyNoHorizon-v0.*not known.*max_episode_steps.*episode_length=T"):

@@ -106,11 +106,11 @@ def validate_cost_limit(cost_limit: float | Sequence[float] | np.ndarray, n_cost
 def episode_length_of(env: Any, episode_length: int | None = None) -> int:
     """The fixed episode length T of an environment.
 
-    Taken from ``episode_length`` when given, else from ``env.spec.max_episode_steps`` (for a VecEnv,
-    from its first sub-environment's spec).
+    Taken from ``episode_length`` when given, else from ``env.spec.max_episode_steps``, else from a
+    ``gymnasium.wrappers.TimeLimit`` in the wrapper chain (for a VecEnv, from its first sub-environment).
 
     Raises:
-        ValueError: If neither is available: cost thresholds per state assume a known, fixed horizon.
+        ValueError: If none is available: cost thresholds per state assume a known, fixed horizon.
     """
     if episode_length is not None:
         if int(episode_length) != episode_length or episode_length <= 0:
@@ -118,6 +118,8 @@ def episode_length_of(env: Any, episode_length: int | None = None) -> int:
         return int(episode_length)
     spec = _spec_of(env)
     horizon = getattr(spec, "max_episode_steps", None) if spec is not None else None
+    if horizon is None:
+        horizon = _time_limit_of(env)
     if horizon is None:
         name = getattr(spec, "id", None) or type(getattr(env, "unwrapped", env)).__name__
         raise ValueError(
@@ -127,6 +129,18 @@ def episode_length_of(env: Any, episode_length: int | None = None) -> int:
             "or pass episode_length=T explicitly."
         )
     return int(horizon)
+
+
+def _time_limit_of(env: Any) -> int | None:
+    """``max_episode_steps`` of a TimeLimit wrapper around ``env`` (or a VecEnv's first env), if any."""
+    from stable_baselines3.common.vec_env import VecEnv
+
+    try:
+        if isinstance(env, VecEnv):
+            return env.get_attr("_max_episode_steps", indices=[0])[0]
+        return env.get_wrapper_attr("_max_episode_steps") if env is not None else None
+    except AttributeError:
+        return None
 
 
 def env_name_of(env: Any) -> str | None:

@@ -336,15 +336,7 @@ class CVPO(SafeOffPolicyAlgorithm):
 
     def _critic_step(self, data: CostReplayBufferSamples) -> dict[str, float]:
         """Reward and cost critics onto their Bellman targets (specs/cvpo.md §2.6), one Adam step each."""
-        discounts = data.discounts if data.discounts is not None else self.gamma
-        with th.no_grad():
-            next_actions = self.actor(data.next_observations)  # the current actor's samples, shared by all targets
-            not_done = 1.0 - data.dones
-            target_q = data.rewards + not_done * discounts * self.policy.reward_q(
-                data.next_observations, next_actions, target=True
-            )
-            next_cost_q = self.policy.cost_q(data.next_observations, next_actions, target=True)  # (m, B, 1)
-            target_qc = data.costs.T.unsqueeze(-1) + not_done * discounts * next_cost_q
+        target_q, target_qc = self._bellman_targets(data)
         current_q = self.critic(data.observations, data.actions)
         mse = th.nn.functional.mse_loss
         critic_loss = th.stack([mse(q, target_q) for q in current_q]).sum()
@@ -361,6 +353,21 @@ class CVPO(SafeOffPolicyAlgorithm):
         losses = {"train/critic_loss": critic_loss.item()}
         losses.update(_per_constraint("train/cost_critic_loss", cost_losses.detach().cpu().numpy()))
         return losses
+
+    @th.no_grad()
+    def _bellman_targets(self, data: CostReplayBufferSamples) -> tuple[th.Tensor, th.Tensor]:
+        """``y_r`` ``(B, 1)`` and ``y_c`` ``(m, B, 1)``: n-step sums plus the discounted target critics at a' ~ pi.
+
+        ``y = sum_k gamma^k x_{t+k} + gamma^n (1 - terminated) Qbar(s_{t+n}, a')`` with the same a' for every critic,
+        min over the reward ensemble and ``cost_critic_reduce`` over each cost ensemble (specs/cvpo.md §2.6).
+        Truncated transitions bootstrap (``dones`` only marks true terminations, SB3's convention).
+        """
+        discounts = data.discounts if data.discounts is not None else self.gamma
+        next_actions = self.actor(data.next_observations)
+        bootstrap = (1.0 - data.dones) * discounts
+        target_q = data.rewards + bootstrap * self.policy.reward_q(data.next_observations, next_actions, target=True)
+        next_cost_q = self.policy.cost_q(data.next_observations, next_actions, target=True)  # (m, B, 1)
+        return target_q, data.costs.T.unsqueeze(-1) + bootstrap * next_cost_q
 
     def _policy_step(self, obs: PyTorchObs, stats: dict[str, list[float]]) -> None:
         """E-step (non-parametric q from the dual) then M-step (weighted MLE in trust regions)."""

@@ -48,8 +48,10 @@ class Gaussian(NamedTuple):
         diff = actions - self.mean
         dim = self.mean.shape[-1]
         if self.is_full:
-            scale = self.scale.expand(*diff.shape[:-1], dim, dim)
-            white = th.linalg.solve_triangular(scale, diff.unsqueeze(-1), upper=False).squeeze(-1)
+            # One triangular inverse per state, shared by every sample of that state.
+            eye = th.eye(dim, dtype=self.scale.dtype, device=self.scale.device)
+            inverse = th.linalg.solve_triangular(self.scale, eye.expand_as(self.scale), upper=False)
+            white = th.einsum("bij,...bj->...bi", inverse, diff)
             half_log_det = th.log(th.diagonal(self.scale, dim1=-2, dim2=-1)).sum(-1)
         else:
             white = diff / self.scale

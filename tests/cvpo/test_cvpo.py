@@ -262,3 +262,71 @@ def test_estep_sample_evaluation_matches_the_plain_critics(toy_env_id, n_cost_cr
     expected_cost = policy.cost_q(flat_obs, flat_actions, target=True).reshape(2, 4, 5).transpose(1, 2)
     th.testing.assert_close(q_reward, expected_reward)
     th.testing.assert_close(q_cost, expected_cost)
+
+
+def _greedy_mstep_run(alpha_mean_max: float, alpha_cov_max: float, iterations: int = 300) -> tuple[CVPO, dict]:
+    """M-steps on one fixed batch whose weights put all mass on each state's largest sampled action."""
+    th.manual_seed(0)
+    model = CVPO(
+        "MlpPolicy",
+        "ToyConstrained-v0",
+        learning_rate=1e-3,
+        alpha_mean_max=alpha_mean_max,
+        alpha_cov_max=alpha_cov_max,
+        policy_kwargs={"net_arch": [32, 32]},
+    )
+    obs = th.randn(64, 2)
+    with th.no_grad():
+        old = model.actor_target.distribution(obs)
+        samples = old.sample(16)
+    weights = th.zeros(16, 64)
+    weights[samples[..., 0].argmax(0), th.arange(64)] = 1.0
+    stats: dict = defaultdict(list)
+    for _ in range(iterations):
+        model._mstep(obs, old, samples, weights, stats)
+    return model, stats
+
+
+def test_mstep_keeps_the_kls_within_their_bounds_on_a_fixed_batch():
+    model, stats = _greedy_mstep_run(alpha_mean_max=100.0, alpha_cov_max=1e4)
+    assert max(stats["train/kl_mean"][-50:]) <= 1.1 * model.kl_mean
+    assert max(stats["train/kl_cov"][-50:]) <= 1.1 * model.kl_cov
+    assert all(0.0 <= a <= 100.0 for a in stats["train/alpha_mean"])
+    assert all(0.0 <= a <= 1e4 for a in stats["train/alpha_cov"])
+    # Without the trust-region multipliers the same pull leaves the bounds far behind.
+    _, unconstrained = _greedy_mstep_run(alpha_mean_max=0.0, alpha_cov_max=0.0)
+    assert max(unconstrained["train/kl_mean"][-50:]) > 10 * model.kl_mean
+
+
+def test_bellman_targets_bootstrap_truncations_mask_terminations_and_reduce_cost_ensembles_by_max():
+    from sb3_safe.common.buffers import CostReplayBufferSamples
+
+    kwargs = {**FAST, "policy_kwargs": {"net_arch": [16, 16], "n_cost_critics": 3}}
+    model = CVPO("MlpPolicy", "ToyTwoCosts-v0", n_costs=2, cost_limit=[1.0, 1.0], **kwargs)
+    batch = 4
+    data = CostReplayBufferSamples(
+        observations=th.randn(batch, 2),
+        actions=th.randn(batch, 1),
+        next_observations=th.randn(batch, 2),
+        dones=th.tensor([[1.0], [0.0], [0.0], [1.0]]),
+        rewards=th.randn(batch, 1),
+        costs=th.rand(batch, 2),
+        discounts=th.tensor([[0.5], [0.25], [0.9], [0.9]]),
+    )
+    th.manual_seed(7)
+    target_q, target_qc = model._bellman_targets(data)
+    th.manual_seed(7)
+    with th.no_grad():
+        next_actions = model.actor(data.next_observations)
+        q_next = (
+            th.cat(model.critic_target(data.next_observations, next_actions), dim=1).min(dim=1, keepdim=True).values
+        )
+        qc_next = [
+            th.cat(critic(data.next_observations, next_actions), dim=1).max(dim=1, keepdim=True).values
+            for critic in model.cost_critics_target
+        ]
+    bootstrap = (1.0 - data.dones) * data.discounts
+    th.testing.assert_close(target_q, data.rewards + bootstrap * q_next)
+    for j in range(2):
+        th.testing.assert_close(target_qc[j], data.costs[:, j : j + 1] + bootstrap * qc_next[j])
+    th.testing.assert_close(target_q[[0, 3]], data.rewards[[0, 3]])  # terminated: no bootstrap
