@@ -191,6 +191,14 @@ def cost_limit_to_q_threshold(
     return float(thresholds[0]) if np.ndim(cost_limit) == 0 else thresholds
 
 
+def per_constraint_keys(prefix: str, values: float | Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Logger keys for per-constraint values: ``{prefix: v}`` for one constraint, else ``{prefix_0: v0, ...}``."""
+    flat = np.asarray(values, dtype=float).reshape(-1)
+    if flat.size == 1:
+        return {prefix: float(flat[0])}
+    return {f"{prefix}_{j}": float(v) for j, v in enumerate(flat)}
+
+
 class EpisodeCostTracker:
     """Running per-constraint episode costs of ``n_envs`` parallel environments.
 

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+
+def _finish(figure: Any, axes: Any, path: str | os.PathLike[str], cost_limit: float | None, title: str | None) -> str:
+    """Cost-limit line on the cost panel (the second), legends, title; save the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
+    if cost_limit is not None:
+        axes[1].axhline(cost_limit, color="black", linestyle="--", label=f"cost limit ({cost_limit:g})")
+    for axis in axes:
+        axis.legend(loc="best", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return str(path)
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -56,12 +73,73 @@ def plot_learning_curves(
         axis.set_xlabel("environment steps")
         axis.set_ylabel(f"episode {name}")
         axis.grid(alpha=0.3)
-    if cost_limit is not None:
-        axes[1].axhline(cost_limit, color="black", linestyle="--", label=f"cost limit ({cost_limit:g})")
-    for axis in axes:
-        axis.legend(loc="best", fontsize=8)
-    if title:
-        figure.suptitle(title)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return str(path)
+    return _finish(figure, axes, path, cost_limit, title)
+
+
+def binned_curves(
+    histories: Sequence[Sequence[Mapping[str, float]]], n_bins: int = 10, total_steps: float | None = None
+) -> dict[str, np.ndarray]:
+    """Mean and standard deviation over seeds of episode return and cost, in equal bins of environment steps.
+
+    Args:
+        histories: One episode history per seed (rows with ``timestep``, ``return``, ``cost``).
+        n_bins: Number of step bins.
+        total_steps: Right edge of the last bin (default: the largest timestep seen).
+
+    Returns:
+        ``steps`` (bin right edges), ``return_mean``, ``return_std``, ``cost_mean``, ``cost_std`` (NaN where no
+        seed finished an episode in the bin), each of shape ``(n_bins,)``.
+    """
+    end = total_steps or max(row["timestep"] for history in histories for row in history)
+    edges = np.linspace(0.0, end, n_bins + 1)
+    per_seed = {key: np.full((len(histories), n_bins), np.nan) for key in ("return", "cost")}
+    for seed_index, history in enumerate(histories):
+        steps = np.array([row["timestep"] for row in history])
+        bins = np.clip(np.searchsorted(edges, steps, side="left") - 1, 0, n_bins - 1)
+        for key, table in per_seed.items():
+            values = np.array([row[key] for row in history])
+            for b in range(n_bins):
+                if np.any(bins == b):
+                    table[seed_index, b] = values[bins == b].mean()
+    result = {"steps": edges[1:]}
+    for key, table in per_seed.items():
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # bins where no seed has an episode stay NaN
+            result[f"{key}_mean"] = np.nanmean(table, axis=0)
+            result[f"{key}_std"] = np.nanstd(table, axis=0)
+    return result
+
+
+def plot_seed_curves(
+    curves: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | os.PathLike[str],
+    cost_limit: float | None = None,
+    title: str | None = None,
+) -> str:
+    """Plot mean ± std episode return and cost against steps for one or several methods (see :func:`binned_curves`).
+
+    Args:
+        curves: ``{label: binned_curves(...)}``.
+        path: Output PNG path.
+        cost_limit: Drawn as a dashed line on the cost panel.
+        title: Figure title.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for label, curve in curves.items():
+        for axis, key in zip(axes, ("return", "cost"), strict=True):
+            mean, std = curve[f"{key}_mean"], curve[f"{key}_std"]
+            (line,) = axis.plot(curve["steps"], mean, marker="o", markersize=3, label=label)
+            axis.fill_between(curve["steps"], mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    for axis, key in zip(axes, ("return", "cost"), strict=True):
+        axis.set_xlabel("environment steps")
+        axis.set_ylabel(f"episode {key} (mean ± std over seeds)")
+        axis.grid(alpha=0.3)
+    return _finish(figure, axes, path, cost_limit, title)

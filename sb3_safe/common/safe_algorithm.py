@@ -14,6 +14,7 @@ from sb3_safe.common.costs import (
     MissingCostError,
     costs_from_infos,
     env_name_of,
+    per_constraint_keys,
     validate_cost_limit,
 )
 
@@ -26,13 +27,6 @@ def require_box_action_space(action_space: spaces.Space, component: str) -> None
             f"action space is {action_space}. Use a continuous-control task (e.g. a safety-gymnasium robot "
             "task), or an algorithm that supports discrete actions."
         )
-
-
-def _per_constraint(values: np.ndarray) -> list[tuple[str, float]]:
-    """``[("", v)]`` for one constraint, else ``[("_0", v0), ("_1", v1), ...]``: suffixes of logged keys."""
-    if values.size == 1:
-        return [("", float(values.reshape(-1)[0]))]
-    return [(f"_{j}", float(v)) for j, v in enumerate(values.reshape(-1))]
 
 
 class SafeAlgorithmMixin:
@@ -127,8 +121,8 @@ class SafeAlgorithmMixin:
         self.logger.record("rollout/early_terminations", self.early_terminations)
         self.logger.record("safety/cost_rate", self.cost_rate)
         if self.cost_limit is not None:
-            for suffix, limit in _per_constraint(self.cost_limit):
-                self.logger.record(f"safety/cost_limit{suffix}", limit)
+            for key, limit in per_constraint_keys("safety/cost_limit", self.cost_limit).items():
+                self.logger.record(key, limit)
             self.logger.record("safety/episodes_over_limit", self.episodes_over_limit)
 
     def dump_logs(self, *args: Any, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 
 from sb3_safe.common.buffers import CostReplayBufferSamples
-from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of
+from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of, per_constraint_keys
 from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm
 from sb3_safe.cvpo.estep import EStepWarmStart, NonFiniteQError, solve_estep
 from sb3_safe.cvpo.gaussian import decoupled_kl
@@ -26,14 +26,6 @@ from sb3_safe.cvpo.policies import CostCritics, CVPOPolicy, GaussianActor, MlpPo
 
 SelfCVPO = TypeVar("SelfCVPO", bound="CVPO")
 OLD_POLICY_MODES = ("polyak", "hard_copy")
-
-
-def _per_constraint(prefix: str, values: np.ndarray) -> dict[str, float]:
-    """``{prefix: v}`` for one constraint, ``{prefix_0: v0, prefix_1: v1, ...}`` for several."""
-    values = np.asarray(values, dtype=float).reshape(-1)
-    if values.size == 1:
-        return {prefix: float(values[0])}
-    return {f"{prefix}_{j}": float(v) for j, v in enumerate(values)}
 
 
 class CVPO(SafeOffPolicyAlgorithm):
@@ -351,7 +343,7 @@ class CVPO(SafeOffPolicyAlgorithm):
             loss.backward()
             optimizer.step()
         losses = {"train/critic_loss": critic_loss.item()}
-        losses.update(_per_constraint("train/cost_critic_loss", cost_losses.detach().cpu().numpy()))
+        losses.update(per_constraint_keys("train/cost_critic_loss", cost_losses.detach().cpu().numpy()))
         return losses
 
     @th.no_grad()
@@ -400,14 +392,14 @@ class CVPO(SafeOffPolicyAlgorithm):
         self.estep_warm_start = solution.warm_start
         stats["train/estep_skipped"].append(0.0)
         stats["train/eta"].append(self.eta)
-        for key, value in _per_constraint("train/lambda", self.lam).items():
+        for key, value in per_constraint_keys("train/lambda", self.lam).items():
             stats[key].append(value)
         for key, values in (
             ("train/qc_mean", solution.qc_mean),
             ("train/qc_weighted", solution.qc_weighted),
             ("train/qc_threshold", self.cost_threshold),
         ):
-            for name, value in _per_constraint(key, values).items():
+            for name, value in per_constraint_keys(key, values).items():
                 stats[name].append(value)
         stats["train/dual_iters"].append(solution.iterations)
         stats["train/dual_kkt_residual"].append(solution.kkt_residual)
