@@ -29,6 +29,7 @@ class SafeOffPolicyAlgorithm(SafeAlgorithmMixin, OffPolicyAlgorithm):
     """
 
     def _setup_model(self) -> None:
+        self.replay_buffer_kwargs = {**self.replay_buffer_kwargs}  # never write into the caller's dict
         if self.replay_buffer_class is None:
             if isinstance(self.observation_space, spaces.Dict):
                 if self.n_steps > 1:

@@ -46,7 +46,9 @@ class SafeOnPolicyAlgorithm(SafeAlgorithmMixin, OnPolicyAlgorithm):
                 f"{type(self).__name__} needs a policy with a cost value head (predict_cost_values), got "
                 f"{self.policy_class.__name__}: use sb3_safe.common.policies.SafeActorCriticPolicy or a subclass."
             )
-        self.rollout_buffer_kwargs.setdefault("n_costs", self.n_costs)
+        # Copies: never write into the caller's dicts.
+        self.rollout_buffer_kwargs = {**self.rollout_buffer_kwargs, "n_costs": self.n_costs}
+        self.policy_kwargs = {**self.policy_kwargs}
         self.policy_kwargs.setdefault("n_costs", self.n_costs)
         super()._setup_model()
 

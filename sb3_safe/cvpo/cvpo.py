@@ -21,7 +21,7 @@ from sb3_safe.common.buffers import CostReplayBufferSamples
 from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of, per_constraint_keys
 from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm
 from sb3_safe.cvpo.estep import EStepWarmStart, NonFiniteQError, solve_estep
-from sb3_safe.cvpo.gaussian import decoupled_kl
+from sb3_safe.cvpo.gaussian import Gaussian, WeightedMoments, decoupled_kl, expected_log_prob
 from sb3_safe.cvpo.policies import CostCritics, CVPOPolicy, GaussianActor, MlpPolicy, MultiInputPolicy
 
 SelfCVPO = TypeVar("SelfCVPO", bound="CVPO")
@@ -237,7 +237,13 @@ class CVPO(SafeOffPolicyAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        self.policy_kwargs = {**self.policy_kwargs}  # never write into the caller's dict
         self.policy_kwargs.setdefault("n_constraints", self.n_costs)
+        if self.policy_kwargs["n_constraints"] != self.n_costs:
+            raise ValueError(
+                f"policy_kwargs n_constraints={self.policy_kwargs['n_constraints']} differs from "
+                f"n_costs={self.n_costs}: leave n_constraints out, it follows n_costs."
+            )
         super()._setup_model()
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
         self._create_aliases()
@@ -408,19 +414,22 @@ class CVPO(SafeOffPolicyAlgorithm):
 
         clock = time.perf_counter()
         weights = solution.weights.T.to(samples.dtype)  # (K, B)
+        moments = WeightedMoments.of(samples, weights, full=old.is_full)  # all the M-step needs of the samples
         for _ in range(self.mstep_iters):
-            self._mstep(obs, old, samples, weights, stats)
+            self._mstep(obs, old, moments, stats)
         stats["time/mstep_ms"].append(1e3 * (time.perf_counter() - clock))
 
-    def _mstep(
-        self, obs: PyTorchObs, old: Any, samples: th.Tensor, weights: th.Tensor, stats: dict[str, list[float]]
-    ) -> None:
-        """One weighted-MLE actor update with decoupled KL trust regions and projected multipliers (§2.5)."""
+    def _mstep(self, obs: PyTorchObs, old: Gaussian, moments: WeightedMoments, stats: dict[str, list[float]]) -> None:
+        """One weighted-MLE actor update with decoupled KL trust regions and projected multipliers (§2.5).
+
+        ``L = (1/(B K)) sum_s sum_i w_si [log N(a_si; mu, Sigma_old) + log N(a_si; mu_old, Sigma)]``, evaluated from
+        the weighted moments of the samples (exactly equal, and independent of K per iteration).
+        """
         new = self.actor.distribution(obs)
-        log_likelihood = weights * (
-            old.with_mean(new.mean).log_prob(samples) + new.with_mean(old.mean).log_prob(samples)
+        log_likelihood = expected_log_prob(old.with_mean(new.mean), moments) + expected_log_prob(
+            new.with_mean(old.mean), moments
         )
-        mle = log_likelihood.sum() / weights.numel()
+        mle = log_likelihood.sum() / (self.n_samples * moments.total.shape[0])
         kl_mean, kl_cov = decoupled_kl(old, new.mean, new.scale)
         self.alpha_mean = float(
             np.clip(self.alpha_mean - self.alpha_mean_step * (self.kl_mean - kl_mean.item()), 0.0, self.alpha_mean_max)

@@ -16,6 +16,7 @@ from stable_baselines3.common.logger import configure
 from sb3_safe import SafeEvalCallback, make_env, make_vec_env
 from sb3_safe.common.costs import MissingCostError
 from sb3_safe.cvpo import CVPO
+from sb3_safe.cvpo.gaussian import WeightedMoments
 
 FAST = {
     "batch_size": 32,
@@ -282,8 +283,9 @@ def _greedy_mstep_run(alpha_mean_max: float, alpha_cov_max: float, iterations: i
     weights = th.zeros(16, 64)
     weights[samples[..., 0].argmax(0), th.arange(64)] = 1.0
     stats: dict = defaultdict(list)
+    moments = WeightedMoments.of(samples, weights, full=False)
     for _ in range(iterations):
-        model._mstep(obs, old, samples, weights, stats)
+        model._mstep(obs, old, moments, stats)
     return model, stats
 
 
@@ -330,3 +332,29 @@ def test_bellman_targets_bootstrap_truncations_mask_terminations_and_reduce_cost
     for j in range(2):
         th.testing.assert_close(target_qc[j], data.costs[:, j : j + 1] + bootstrap * qc_next[j])
     th.testing.assert_close(target_q[[0, 3]], data.rewards[[0, 3]])  # terminated: no bootstrap
+
+
+def test_two_constraints_train_with_one_multiplier_each(tmp_path):
+    model = CVPO("MlpPolicy", "ToyTwoCosts-v0", n_costs=2, cost_limit=[1.0, 3.0], **FAST)
+    assert "n_constraints" not in FAST["policy_kwargs"]  # the caller's dict is left alone
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(120, log_interval=1)
+    assert model.duals["lambda"].shape == (2,)
+    assert model.cost_threshold.shape == (2,) and model.cost_threshold[1] > model.cost_threshold[0]
+    keys = _csv_keys(tmp_path)
+    assert {
+        "train/lambda_0",
+        "train/lambda_1",
+        "train/qc_mean_1",
+        "train/qc_threshold_1",
+        "train/cost_critic_loss_1",
+    } <= keys
+
+
+def test_multi_input_policy_on_dict_observations():
+    space = gym.spaces.Dict({"x": gym.spaces.Box(-10.0, 10.0, (2,), np.float32)})
+    env = gym.wrappers.TransformObservation(make_env("ToyConstrained-v0"), lambda obs: {"x": obs}, space)
+    model = CVPO("MultiInputPolicy", env, **{**FAST, "policy_kwargs": {"net_arch": [16]}})
+    model.learn(80)
+    action, _ = model.predict({"x": np.zeros(2, np.float32)}, deterministic=True)
+    assert action.shape == (1,) and model._n_updates > 0

@@ -6,7 +6,7 @@ import pytest
 import torch as th
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from sb3_safe.cvpo.gaussian import Gaussian, decoupled_kl
+from sb3_safe.cvpo.gaussian import Gaussian, WeightedMoments, decoupled_kl, expected_log_prob
 
 
 def _random_cholesky(batch: int, dim: int, generator: th.Generator) -> th.Tensor:
@@ -63,3 +63,16 @@ def test_non_finite_kl_names_the_term():
     old = Gaussian(th.zeros(2, 1, dtype=th.float64), th.ones(2, 1, dtype=th.float64))
     with pytest.raises(FloatingPointError, match="KL_mu"):
         decoupled_kl(old, th.full((2, 1), float("inf")), th.ones(2, 1))
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_expected_log_prob_from_moments_equals_the_weighted_sample_sum(full):
+    gen = th.Generator().manual_seed(3)
+    batch, dim, k = 5, 3, 8
+    scale = _random_cholesky(batch, dim, gen) if full else th.rand(batch, dim, generator=gen, dtype=th.float64) + 0.2
+    dist = Gaussian(th.randn(batch, dim, generator=gen, dtype=th.float64), scale)
+    samples = th.randn(k, batch, dim, generator=gen, dtype=th.float64) * 2.0
+    weights = th.softmax(th.randn(k, batch, generator=gen, dtype=th.float64), dim=0)
+    expected = (weights * dist.log_prob(samples)).sum(0)
+    moments = WeightedMoments.of(samples, weights, full=full)
+    th.testing.assert_close(expected_log_prob(dist, moments), expected, rtol=1e-10, atol=1e-10)
