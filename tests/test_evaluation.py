@@ -111,6 +111,19 @@ def test_best_model_is_feasible_first_then_highest_return(toy_env_id, tmp_path):
     assert saved["costs"].tolist() == [[9.0], [2.0], [5.0], [6.0]]
 
 
+def test_episode_history_records_return_cost_and_length(toy_env_id, tmp_path):
+    from sb3_safe.common.callbacks import EpisodeHistoryCallback
+
+    model = UnconstrainedSAC("MlpPolicy", toy_env_id, learning_starts=100, policy_kwargs={"net_arch": [8]})
+    history = EpisodeHistoryCallback()
+    model.learn(60, callback=history)
+    assert [row["timestep"] for row in history.history] == [20.0, 40.0, 60.0]
+    assert [row["cost"] for row in history.history] == [info["c"] for info in model.ep_info_buffer]
+    history.to_csv(tmp_path / "episodes.csv")
+    lines = (tmp_path / "episodes.csv").read_text().splitlines()
+    assert lines[0] == "timestep,return,cost,length" and len(lines) == 4
+
+
 def test_eval_callback_logs_cost_during_training(toy_env_id, tmp_path):
     model = UnconstrainedSAC(
         "MlpPolicy", toy_env_id, learning_starts=20, batch_size=16, policy_kwargs={"net_arch": [8]}

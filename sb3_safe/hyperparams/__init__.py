@@ -39,12 +39,16 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def task_family(algorithm: str, env_id: str) -> str | None:
-    """The name of the family whose pattern matches ``env_id`` in the algorithm's file, or None."""
-    for name, family in _load_file(algorithm).get("families", {}).items():
+def _matching_family(config: dict[str, Any], env_id: str) -> str | None:
+    for name, family in config.get("families", {}).items():
         if re.search(family["match"], env_id):
             return name
     return None
+
+
+def task_family(algorithm: str, env_id: str) -> str | None:
+    """The name of the family whose pattern matches ``env_id`` in the algorithm's file, or None."""
+    return _matching_family(_load_file(algorithm), env_id)
 
 
 def load_hyperparams(algorithm: str, env_id: str | None = None, preset: str | None = None) -> dict[str, Any]:
@@ -63,7 +67,7 @@ def load_hyperparams(algorithm: str, env_id: str | None = None, preset: str | No
     """
     config = _load_file(algorithm)
     params = copy.deepcopy(config.get("defaults", {}))
-    family_name = task_family(algorithm, env_id) if env_id is not None else None
+    family_name = _matching_family(config, env_id) if env_id is not None else None
     if family_name is not None:
         family = config["families"][family_name]
         params = _merge(params, family.get("params", {}))

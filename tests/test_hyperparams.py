@@ -1,0 +1,42 @@
+"""Default hyperparameters per task family: resolution order, presets, errors, and that they build a CVPO."""
+
+from __future__ import annotations
+
+import pytest
+
+from sb3_safe.cvpo import CVPO
+from sb3_safe.hyperparams import load_hyperparams, split_run_settings, task_family
+
+
+def test_family_then_task_overrides_then_preset():
+    assert task_family("cvpo", "SafetyCarButton2-v0") == "navigation"
+    assert task_family("cvpo", "SafetyPointCircle1-v0") == "circle"
+    assert task_family("cvpo", "Pendulum-v1") is None
+    navigation = load_hyperparams("cvpo", "SafetyPointGoal1-v0")
+    assert (navigation["gamma"], navigation["n_steps"]) == (0.995, 3)
+    assert navigation["policy_kwargs"] == {
+        "net_arch": [128, 128], "covariance": "diag", "bounded_mean": False, "n_critics": 2,
+        "n_cost_critics": 1, "cost_critic_reduce": "max",
+    }  # fmt: skip
+    assert load_hyperparams("cvpo", "SafetyHalfCheetahVelocity-v1")["buffer_size"] == 40000
+    humanoid = load_hyperparams("cvpo", "SafetyHumanoidVelocity-v1")
+    assert (humanoid["n_samples"], humanoid["gamma"], humanoid["policy_kwargs"]["bounded_mean"]) == (64, 0.995, False)
+    assert load_hyperparams("cvpo", "Pendulum-v1")["gamma"] == 0.99  # defaults only
+    orig = load_hyperparams("cvpo", "SafetyPointGoal1-v0", preset="orig_circle")
+    assert (orig["mstep_iters"], orig["policy_kwargs"]["covariance"], orig["gamma"]) == (29, "full", 0.99)
+
+
+def test_unknown_algorithm_or_preset_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"No hyperparameter file for algorithm 'ppo_lag'.*Known: cvpo"):
+        load_hyperparams("ppo_lag")
+    with pytest.raises(ValueError, match=r"Unknown preset 'fast'.*Known: orig_circle"):
+        load_hyperparams("cvpo", preset="fast")
+
+
+@pytest.mark.parametrize(("env_id", "preset"), [("SafetyPointGoal1-v0", None), ("SafetyAntVelocity-v1", "orig_circle")])
+def test_every_key_is_a_cvpo_argument(toy_env_id, env_id, preset):
+    params, run = split_run_settings(load_hyperparams("cvpo", env_id, preset=preset))
+    assert set(run) == {"n_envs"} and "n_envs" not in params
+    params["policy_kwargs"]["net_arch"] = [8]
+    model = CVPO(env=toy_env_id, **{**params, "buffer_size": 100})
+    assert model.n_samples == params["n_samples"] and model.gamma == params["gamma"]
