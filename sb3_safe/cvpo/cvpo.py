@@ -415,22 +415,32 @@ class CVPO(SafeOffPolicyAlgorithm):
         clock = time.perf_counter()
         weights = solution.weights.T.to(samples.dtype)  # (K, B)
         moments = WeightedMoments.of(samples, weights, full=old.is_full)  # all the M-step needs of the samples
+        old_precision = old.precision_factor()
         for _ in range(self.mstep_iters):
-            self._mstep(obs, old, moments, stats)
+            self._mstep(obs, old, old_precision, moments, stats)
         stats["time/mstep_ms"].append(1e3 * (time.perf_counter() - clock))
 
-    def _mstep(self, obs: PyTorchObs, old: Gaussian, moments: WeightedMoments, stats: dict[str, list[float]]) -> None:
+    def _mstep(
+        self,
+        obs: PyTorchObs,
+        old: Gaussian,
+        old_precision: th.Tensor,
+        moments: WeightedMoments,
+        stats: dict[str, list[float]],
+    ) -> None:
         """One weighted-MLE actor update with decoupled KL trust regions and projected multipliers (§2.5).
 
         ``L = (1/(B K)) sum_s sum_i w_si [log N(a_si; mu, Sigma_old) + log N(a_si; mu_old, Sigma)]``, evaluated from
-        the weighted moments of the samples (exactly equal, and independent of K per iteration).
+        the weighted moments of the samples (exactly equal, and independent of K per iteration). ``old_precision`` is
+        pi_old's precision factor, the same for every iteration of a gradient step.
         """
         new = self.actor.distribution(obs)
-        log_likelihood = expected_log_prob(old.with_mean(new.mean), moments) + expected_log_prob(
-            new.with_mean(old.mean), moments
+        precision = new.precision_factor() if new.is_full else None
+        log_likelihood = expected_log_prob(old.with_mean(new.mean), moments, old_precision) + expected_log_prob(
+            new.with_mean(old.mean), moments, precision
         )
         mle = log_likelihood.sum() / (self.n_samples * moments.total.shape[0])
-        kl_mean, kl_cov = decoupled_kl(old, new.mean, new.scale)
+        kl_mean, kl_cov = decoupled_kl(old, new.mean, new.scale, old_precision, precision)
         self.alpha_mean = float(
             np.clip(self.alpha_mean - self.alpha_mean_step * (self.kl_mean - kl_mean.item()), 0.0, self.alpha_mean_max)
         )

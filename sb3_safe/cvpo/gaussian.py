@@ -73,30 +73,32 @@ class Gaussian(NamedTuple):
         dim = self.mean.shape[-1]
         if self.is_full:
             # One triangular inverse per state, shared by every sample of that state.
-            white = th.einsum("bij,...bj->...bi", _precision_factor(self), diff)
+            white = th.einsum("bij,...bj->...bi", self.precision_factor(), diff)
             half_log_det = th.log(th.diagonal(self.scale, dim1=-2, dim2=-1)).sum(-1)
         else:
             white = diff / self.scale
             half_log_det = th.log(self.scale).sum(-1)
         return -0.5 * (white**2).sum(-1) - half_log_det - 0.5 * dim * math.log(2.0 * math.pi)
 
+    def precision_factor(self) -> th.Tensor:
+        """``L^{-1}`` ``(B, A, A)`` (one triangular solve per state), or ``1 / std`` ``(B, A)`` if diagonal."""
+        if not self.is_full:
+            return 1.0 / self.scale
+        eye = th.eye(self.mean.shape[-1], dtype=self.scale.dtype, device=self.scale.device)
+        return th.linalg.solve_triangular(self.scale, eye.expand_as(self.scale), upper=False)
 
-def _precision_factor(dist: Gaussian) -> th.Tensor:
-    """``L^{-1}`` ``(B, A, A)`` of a full Gaussian, one triangular solve per state."""
-    eye = th.eye(dist.mean.shape[-1], dtype=dist.scale.dtype, device=dist.scale.device)
-    return th.linalg.solve_triangular(dist.scale, eye.expand_as(dist.scale), upper=False)
 
-
-def expected_log_prob(dist: Gaussian, moments: WeightedMoments) -> th.Tensor:
+def expected_log_prob(dist: Gaussian, moments: WeightedMoments, precision: th.Tensor | None = None) -> th.Tensor:
     """``sum_i w_i log N(a_i; mean, Sigma)`` per state ``(B,)``, from the samples' weighted moments alone.
 
     ``= -0.5 [tr(Sigma^{-1} S) + W (m - mu)^T Sigma^{-1} (m - mu)] - W (0.5 log det Sigma + A/2 log 2 pi)``: exact,
     and it costs O(B A^2) instead of O(K B A^2), which makes repeated M-step iterations cheap (specs/cvpo.md §2.5).
+    ``precision`` is ``dist.precision_factor()`` when the caller already has it (full covariance).
     """
     dim = dist.mean.shape[-1]
     diff = moments.mean - dist.mean
     if dist.is_full:
-        inverse = _precision_factor(dist)
+        inverse = dist.precision_factor() if precision is None else precision
         trace = th.einsum("bij,bjk,bik->b", inverse, moments.scatter, inverse)
         quadratic = (th.einsum("bij,bj->bi", inverse, diff) ** 2).sum(-1)
         half_log_det = th.log(th.diagonal(dist.scale, dim1=-2, dim2=-1)).sum(-1)
@@ -109,12 +111,20 @@ def expected_log_prob(dist: Gaussian, moments: WeightedMoments) -> th.Tensor:
     return -0.5 * (trace + moments.total * quadratic) - moments.total * normaliser
 
 
-def decoupled_kl(old: Gaussian, mean: th.Tensor, scale: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+def decoupled_kl(
+    old: Gaussian,
+    mean: th.Tensor,
+    scale: th.Tensor,
+    old_precision: th.Tensor | None = None,
+    precision: th.Tensor | None = None,
+) -> tuple[th.Tensor, th.Tensor]:
     """The two halves of KL(pi_old || pi) with pi = N(mean, scale), averaged over the batch (specs/cvpo.md §2.5).
 
     ``KL_mu = mean_s 0.5 (mu - mu_old)^T Sigma_old^{-1} (mu - mu_old)`` = KL(pi_old || N(mu, Sigma_old)) and
     ``KL_Sigma = mean_s 0.5 [tr(Sigma^{-1} Sigma_old) - n + log det Sigma - log det Sigma_old]``
-    = KL(pi_old || N(mu_old, Sigma)). Cholesky factors are used throughout (triangular solves, never inverses).
+    = KL(pi_old || N(mu_old, Sigma)). Cholesky factors are used throughout (triangular solves, never inverses);
+    with full covariances, ``old_precision`` and ``precision`` (``L_old^{-1}``, ``L^{-1}``) spare the solves when the
+    caller already has them.
 
     Raises:
         FloatingPointError: If a KL is not finite, naming which.
@@ -122,9 +132,15 @@ def decoupled_kl(old: Gaussian, mean: th.Tensor, scale: th.Tensor) -> tuple[th.T
     dim = old.mean.shape[-1]
     diff = mean - old.mean
     if old.is_full:
-        white = th.linalg.solve_triangular(old.scale, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        if old_precision is None:
+            white = th.linalg.solve_triangular(old.scale, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        else:
+            white = (old_precision @ diff.unsqueeze(-1)).squeeze(-1)
         kl_mean = 0.5 * (white**2).sum(-1)
-        ratio = th.linalg.solve_triangular(scale, old.scale, upper=False)  # L^{-1} L_old
+        if precision is None:
+            ratio = th.linalg.solve_triangular(scale, old.scale, upper=False)  # L^{-1} L_old
+        else:
+            ratio = precision @ old.scale
         log_det = 2.0 * (
             th.log(th.diagonal(scale, dim1=-2, dim2=-1)) - th.log(th.diagonal(old.scale, dim1=-2, dim2=-1))
         )

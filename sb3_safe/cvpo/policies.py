@@ -18,6 +18,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_safe.common.torch_util import with_fused_optimizer
 from sb3_safe.cvpo.gaussian import Gaussian
 
 COVARIANCES = ("diag", "full")
@@ -140,16 +141,39 @@ def _check_cost_reduce(reduce: str) -> None:
         raise ValueError(f"cost_critic_reduce must be one of {COST_CRITIC_REDUCTIONS}, got {reduce!r}.")
 
 
+SAMPLE_ROWS_PER_CHUNK = 2048
+"""(state, sample) rows evaluated at once by :func:`_ensemble_on_samples`: keeps a 256-wide hidden layer (2 MB) in a
+core's cache and reuses freed buffers instead of faulting in fresh pages, about 2x faster on CPU than one pass."""
+
+
+def _forward_in_place(layers: nn.Sequential, hidden: th.Tensor) -> th.Tensor:
+    """``layers(hidden)`` without autograd, with ReLUs applied in place (no new buffer per activation)."""
+    for layer in layers:
+        hidden = hidden.relu_() if isinstance(layer, nn.ReLU) else layer(hidden)
+    return hidden
+
+
+@th.no_grad()
 def _ensemble_on_samples(critic: ContinuousCritic, obs: PyTorchObs, samples: th.Tensor) -> list[th.Tensor]:
-    """Each member's Q for ``samples`` ``(K, B, A)`` at ``obs`` (B states): a list of ``(K, B)`` tensors."""
+    """Each member's Q for ``samples`` ``(K, B, A)`` at ``obs`` (B states): a list of ``(K, B)`` tensors.
+
+    The first layer is split: its observation part is computed once per state and broadcast over the K samples.
+    The K*B pairs then go through the rest of the network in chunks of about :data:`SAMPLE_ROWS_PER_CHUNK` rows.
+    """
     features = critic.extract_features(obs, critic.features_extractor)  # (B, F), once for all K samples
+    n_samples, batch = samples.shape[:2]
     n_features = features.shape[-1]
+    samples_per_chunk = max(1, SAMPLE_ROWS_PER_CHUNK // batch)
     values = []
     for q_net in critic.q_networks:
         first, rest = q_net[0], q_net[1:]  # type: ignore[index]
         weight_obs, weight_act = first.weight[:, :n_features], first.weight[:, n_features:]
-        hidden = th.addmm(first.bias, features, weight_obs.T) + samples @ weight_act.T  # (K, B, H1)
-        values.append(rest(hidden.flatten(0, 1)).view(samples.shape[0], samples.shape[1]))
+        obs_part = th.addmm(first.bias, features, weight_obs.T)  # (B, H1)
+        chunks = [
+            _forward_in_place(rest, th.baddbmm(obs_part, chunk, weight_act.T.expand(len(chunk), -1, -1)).flatten(0, 1))
+            for chunk in samples.split(samples_per_chunk)
+        ]
+        values.append(th.cat(chunks).view(n_samples, batch))
     return values
 
 
@@ -178,7 +202,7 @@ class CVPOPolicy(BasePolicy):
         features_extractor_kwargs: Its keyword arguments.
         normalize_images: Divide image observations by 255.
         optimizer_class: Optimizer class (one for the actor, one for the reward critics, one for the cost critics).
-        optimizer_kwargs: Its keyword arguments.
+        optimizer_kwargs: Its keyword arguments (Adam and AdamW default to ``fused=True``).
         n_critics: Reward Q networks, reduced by min.
         n_constraints: Number of constraints m (one cost-critic ensemble each).
         n_cost_critics: Members of each cost-critic ensemble.
@@ -217,7 +241,7 @@ class CVPOPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=with_fused_optimizer(optimizer_class, optimizer_kwargs),
             squash_output=True,
             normalize_images=normalize_images,
         )

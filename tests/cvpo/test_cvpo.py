@@ -16,6 +16,7 @@ from stable_baselines3.common.logger import configure
 from sb3_safe import SafeEvalCallback, make_env, make_vec_env
 from sb3_safe.common.costs import MissingCostError
 from sb3_safe.cvpo import CVPO
+from sb3_safe.cvpo import policies as cvpo_policies
 from sb3_safe.cvpo.gaussian import WeightedMoments
 
 FAST = {
@@ -251,8 +252,10 @@ def test_two_thousand_steps_on_a_real_task_with_two_envs(tmp_path):
     assert len(model.ep_info_buffer) == 2
 
 
-@pytest.mark.parametrize("n_cost_critics", [1, 3])
-def test_estep_sample_evaluation_matches_the_plain_critics(toy_env_id, n_cost_critics):
+@pytest.mark.parametrize(("n_cost_critics", "rows_per_chunk"), [(1, 2048), (3, 2048), (1, 10), (3, 1)])
+def test_estep_sample_evaluation_matches_the_plain_critics(toy_env_id, n_cost_critics, rows_per_chunk, monkeypatch):
+    # rows_per_chunk 10 splits the 4 samples of 5 states into chunks of 2 samples; 1 gives one sample per chunk.
+    monkeypatch.setattr(cvpo_policies, "SAMPLE_ROWS_PER_CHUNK", rows_per_chunk)
     kwargs = {**FAST, "policy_kwargs": {"net_arch": [16, 16], "n_cost_critics": n_cost_critics}}
     policy = CVPO("MlpPolicy", "ToyTwoCosts-v0", n_costs=2, cost_limit=[1.0, 1.0], **kwargs).policy
     obs = th.randn(5, 2)
@@ -261,6 +264,7 @@ def test_estep_sample_evaluation_matches_the_plain_critics(toy_env_id, n_cost_cr
     flat_obs, flat_actions = obs.repeat(4, 1), samples.reshape(-1, 1)
     expected_reward = policy.reward_q(flat_obs, flat_actions, target=True).reshape(4, 5).T
     expected_cost = policy.cost_q(flat_obs, flat_actions, target=True).reshape(2, 4, 5).transpose(1, 2)
+    assert not q_reward.requires_grad
     th.testing.assert_close(q_reward, expected_reward)
     th.testing.assert_close(q_cost, expected_cost)
 
@@ -285,7 +289,7 @@ def _greedy_mstep_run(alpha_mean_max: float, alpha_cov_max: float, iterations: i
     stats: dict = defaultdict(list)
     moments = WeightedMoments.of(samples, weights, full=False)
     for _ in range(iterations):
-        model._mstep(obs, old, moments, stats)
+        model._mstep(obs, old, old.precision_factor(), moments, stats)
     return model, stats
 
 
@@ -358,3 +362,15 @@ def test_multi_input_policy_on_dict_observations():
     model.learn(80)
     action, _ = model.predict({"x": np.zeros(2, np.float32)}, deterministic=True)
     assert action.shape == (1,) and model._n_updates > 0
+
+
+def test_adam_is_fused_by_default_and_the_callers_choice_wins(toy_env_id, tmp_path):
+    model = CVPO("MlpPolicy", toy_env_id, **FAST)
+    for optimizer in (model.actor.optimizer, model.critic.optimizer, model.cost_critics.optimizer):
+        assert optimizer.param_groups[0]["fused"] is True
+    model.save(tmp_path / "model.zip")
+    assert CVPO.load(tmp_path / "model.zip").actor.optimizer.param_groups[0]["fused"] is True
+    unfused = CVPO("MlpPolicy", toy_env_id, **{**FAST, "policy_kwargs": {"optimizer_kwargs": {"foreach": False}}})
+    assert not unfused.actor.optimizer.param_groups[0]["fused"]
+    sgd = CVPO("MlpPolicy", toy_env_id, **{**FAST, "policy_kwargs": {"optimizer_class": th.optim.SGD}})
+    assert "fused" not in sgd.policy.optimizer_kwargs

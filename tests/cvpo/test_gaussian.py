@@ -45,6 +45,9 @@ def test_decoupled_kls_are_the_two_halves_of_kl_old_new(full):
     expected_cov = kl_divergence(_as_torch(old), _as_torch(old.with_scale(scale))).mean()
     th.testing.assert_close(kl_mean, expected_mean)
     th.testing.assert_close(kl_cov, expected_cov)
+    # Precision factors handed in by the caller (the M-step caches pi_old's) give the same KLs.
+    given = decoupled_kl(old, mean, scale, old.precision_factor(), Gaussian(mean, scale).precision_factor())
+    th.testing.assert_close(given, (kl_mean, kl_cov), rtol=1e-12, atol=1e-12)
     # A pure mean change has no covariance KL and vice versa.
     assert decoupled_kl(old, mean, old.scale)[1].abs() < 1e-12
     assert decoupled_kl(old, old.mean, scale)[0].abs() < 1e-12
@@ -76,3 +79,15 @@ def test_expected_log_prob_from_moments_equals_the_weighted_sample_sum(full):
     expected = (weights * dist.log_prob(samples)).sum(0)
     moments = WeightedMoments.of(samples, weights, full=full)
     th.testing.assert_close(expected_log_prob(dist, moments), expected, rtol=1e-10, atol=1e-10)
+    precision = dist.precision_factor()
+    th.testing.assert_close(expected_log_prob(dist, moments, precision), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_precision_factor_inverts_the_scale(full):
+    gen = th.Generator().manual_seed(4)
+    scale = _random_cholesky(4, 3, gen) if full else th.rand(4, 3, generator=gen, dtype=th.float64) + 0.2
+    dist = Gaussian(th.zeros(4, 3, dtype=th.float64), scale)
+    product = dist.precision_factor() @ scale if full else dist.precision_factor() * scale
+    expected = th.eye(3, dtype=th.float64).expand(4, 3, 3) if full else th.ones(4, 3, dtype=th.float64)
+    th.testing.assert_close(product, expected)
