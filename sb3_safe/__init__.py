@@ -31,12 +31,14 @@ if TYPE_CHECKING:
     from sb3_safe.common.monitor import SafeMonitor
     from sb3_safe.common.unconstrained import UnconstrainedSAC
     from sb3_safe.cvpo import CVPO
+    from sb3_safe.linear import LSVIUCB
 
 __version__ = "0.1.0"
 
 # Heavier pieces (torch, SB3 algorithms) are imported on first use, so `import sb3_safe` stays quick.
 _LAZY = {
     "CVPO": "sb3_safe.cvpo",
+    "LSVIUCB": "sb3_safe.linear",
     "SafeEvalCallback": "sb3_safe.common.callbacks",
     "SafeEvaluationResult": "sb3_safe.common.evaluation",
     "SafeMonitor": "sb3_safe.common.monitor",
@@ -47,6 +49,7 @@ _LAZY = {
 
 __all__ = [
     "CVPO",
+    "LSVIUCB",
     "MissingCostError",
     "SafeEvalCallback",
     "SafeEvaluationResult",

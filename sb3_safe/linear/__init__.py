@@ -1,0 +1,23 @@
+"""Safe linear-MDP agents (Amani et al., ICML 2021) and the LSVI-UCB baselines, with SB3's algorithm interface.
+
+The environments come from plugins that expose the linear-MDP protocol (:mod:`sb3_safe.linear.features`), e.g.
+``FrozenLake10x10Safe-v0`` and ``LinearMDPSynthetic-v0`` from the frozen-lake plugin.
+"""
+
+from sb3_safe.linear.adapter import LinearQVIAlgorithm, LinearQVIPolicy
+from sb3_safe.linear.features import LinearMDPProtocolError, LinearMDPSpec, linear_mdp_spec
+from sb3_safe.linear.gram import RidgeStatistics
+from sb3_safe.linear.lsvi_ucb import LSVIUCB
+from sb3_safe.linear.planning import Plan, backward_pass
+
+__all__ = [
+    "LSVIUCB",
+    "LinearMDPProtocolError",
+    "LinearMDPSpec",
+    "LinearQVIAlgorithm",
+    "LinearQVIPolicy",
+    "Plan",
+    "RidgeStatistics",
+    "backward_pass",
+    "linear_mdp_spec",
+]

@@ -1,0 +1,98 @@
+"""Optimistic backward value recursion over finite candidate sets (specs/linear_mdp.md §4.1, §4.4).
+
+For h = H-1 .. 0 (0-based), with the statistics of the group that step h regresses on:
+
+    w_h     = M (b_r - lambda' b_z + B V_{h+1})                       (V_H = 0, and 0 at terminal states)
+    Q_h(s,c) = <w_h, x_{s,c}> + kappa_h(s) * beta * ||x_{s,c}||_M      over the allowed candidates x_{s,c}
+    V_h(s)  = min{ max_c Q_h(s,c), clip_h },   pi_h(s) = argmax_c Q_h(s,c)  (ties go to the safe candidate)
+
+Q itself is not clipped and the policy comes from the unclipped maximiser (L6). Vectorised over states and candidates;
+the bonus norms are computed once per group and pass, since the statistics do not change during a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from sb3_safe.linear.gram import RidgeStatistics
+
+VALUE_CLIPS = ("H", "H-h+1")
+
+
+@dataclass
+class Plan:
+    """The maximisers and values of one backward pass.
+
+    Attributes:
+        choice: Index of the chosen candidate per (h, s), ``(H, n_states)``.
+        values: V_h(s) for h = 0..H, ``(H + 1, n_states)`` (the last row is 0).
+        q_max: max_c Q_h(s, c) before clipping, ``(H, n_states)``.
+    """
+
+    choice: np.ndarray
+    values: np.ndarray
+    q_max: np.ndarray
+
+
+def value_clip_levels(horizon: int, value_clip: str) -> np.ndarray:
+    """The clip level of V_h per 0-based step: H everywhere (the paper), or the steps left, H - h."""
+    if value_clip == "H":
+        return np.full(horizon, float(horizon))
+    if value_clip == "H-h+1":
+        return np.arange(horizon, 0, -1, dtype=np.float64)
+    raise ValueError(f"value_clip must be one of {VALUE_CLIPS}, got {value_clip!r}.")
+
+
+def backward_pass(
+    stats: RidgeStatistics,
+    group_of: Callable[[int], int],
+    candidates: np.ndarray,
+    safe_index: np.ndarray,
+    terminal: np.ndarray,
+    bonus_scale: np.ndarray,
+    clip_levels: np.ndarray,
+    allowed: np.ndarray | None = None,
+    cost_penalty: float = 0.0,
+) -> Plan:
+    """Run the recursion for every step and state.
+
+    Args:
+        stats: The regression statistics.
+        group_of: Statistics group of step h (h itself, or 0 when pooled).
+        candidates: Candidate features ``(1 or H, n_states, C, d)`` (per step when the allowed points vary with h).
+        safe_index: The safe candidate of each state ``(n_states,)``; ties go to it.
+        terminal: Terminal states ``(n_states,)``: V = 0 there.
+        bonus_scale: ``kappa_h(s) * beta`` as ``(H, n_states)`` (broadcastable).
+        clip_levels: The clip of V_h per step ``(H,)``.
+        allowed: Optional mask ``(1 or H, n_states, C)`` of the candidates that may be chosen (the safe one always).
+        cost_penalty: lambda' of the penalised baseline: regress on r - lambda' z.
+
+    Returns:
+        The plan.
+    """
+    horizon = len(clip_levels)
+    n_states = candidates.shape[1]
+    bonus_scale = np.broadcast_to(bonus_scale, (horizon, n_states))
+    values = np.zeros((horizon + 1, n_states))
+    choice = np.zeros((horizon, n_states), dtype=np.int64)
+    q_max = np.zeros((horizon, n_states))
+    states = np.arange(n_states)
+    norms: dict[tuple[int, int], np.ndarray] = {}
+    for h in range(horizon - 1, -1, -1):
+        group, layer = group_of(h), h if candidates.shape[0] > 1 else 0
+        if (group, layer) not in norms:
+            norms[group, layer] = stats.bonus_norms(group, candidates[layer])
+        weights = stats.weights(group, values[h + 1], cost_penalty)
+        q = candidates[layer] @ weights + bonus_scale[h][:, None] * norms[group, layer]
+        if allowed is not None:
+            q = np.where(allowed[layer if allowed.shape[0] > 1 else 0], q, -np.inf)
+        best = q.argmax(axis=1)
+        best_q = q[states, best]
+        best = np.where(q[states, safe_index] >= best_q, safe_index, best)
+        choice[h] = best
+        q_max[h] = best_q
+        values[h] = np.where(terminal, 0.0, np.minimum(best_q, clip_levels[h]))
+    return Plan(choice=choice, values=values, q_max=q_max)
