@@ -271,9 +271,11 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfLinearQVI:
-        """Run ceil(total_timesteps / H) episodes (fewer if a callback stops learning).
+        """Run K = ceil(total_timesteps / H) episodes (fewer if a callback stops learning).
 
-        The logs are dumped every ``log_interval`` episodes and after the last one.
+        Episodes that end early (a terminal state) still count as one of the K, as in the paper's experiments;
+        ``num_timesteps`` counts the environment steps actually taken. The logs are dumped every ``log_interval``
+        episodes and after the last one.
 
         Each episode: one backward pass with the statistics of the past episodes, H environment steps from the
         plan (``callback.on_step`` after each; ``False`` stops), then the episode's samples are added to the
@@ -285,8 +287,10 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         self._on_learn_start(total_timesteps)
         callbacks.on_training_start(locals(), globals())
         assert self.env is not None
-        continue_training = True
-        while continue_training and self.num_timesteps < total_timesteps:
+        n_episodes = math.ceil((total_timesteps - self._num_timesteps_at_start) / self.spec.horizon)
+        continue_training, episode = True, 0
+        while continue_training and episode < n_episodes:
+            episode += 1
             callbacks.on_rollout_start()
             start = time.perf_counter()
             train_logs = self._plan()
@@ -294,7 +298,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
             continue_training = self._run_episode(callbacks)
             self._fold_episode()
             callbacks.on_rollout_end()
-            last = not continue_training or self.num_timesteps >= total_timesteps
+            last = not continue_training or episode == n_episodes
             if log_interval and (self.episodes % log_interval == 0 or last):
                 self._record_train_logs(train_logs)
                 self.dump_logs()

@@ -116,9 +116,13 @@ class RidgeStatistics(nn.Module):
         self.M[group] = 0.5 * (inverse + inverse.T)
         self.updates_since_refactor.numpy()[group] = 0
 
+    def weights_target(self, group: int, cost_penalty: float = 0.0) -> np.ndarray:
+        """The immediate part of the regression target sum, ``b_r - cost_penalty b_z``."""
+        return self.b_r[group] - cost_penalty * self.b_z[group] if cost_penalty else self.b_r[group].copy()
+
     def weights(self, group: int, values: np.ndarray | None = None, cost_penalty: float = 0.0) -> np.ndarray:
         """Ridge solution ``w = M (b_r - cost_penalty b_z + B values)`` of ``group`` (``values`` ``(n_states,)``)."""
-        target = self.b_r[group] - cost_penalty * self.b_z[group] if cost_penalty else self.b_r[group].copy()
+        target = self.weights_target(group, cost_penalty)
         if values is not None:
             target += self.B[group] @ values
         return self.M[group] @ target

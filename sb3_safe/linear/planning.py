@@ -6,8 +6,9 @@ For h = H-1 .. 0 (0-based), with the statistics of the group that step h regress
     Q_h(s,c) = <w_h, x_{s,c}> + kappa_h(s) * beta * ||x_{s,c}||_M      over the allowed candidates x_{s,c}
     V_h(s)  = min{ max_c Q_h(s,c), clip_h },   pi_h(s) = argmax_c Q_h(s,c)  (ties go to the safe candidate)
 
-Q itself is not clipped and the policy comes from the unclipped maximiser (L6). Vectorised over states and candidates;
-the bonus norms are computed once per group and pass, since the statistics do not change during a pass.
+Q itself is not clipped and the policy comes from the unclipped maximiser (L6). Vectorised over states and candidates.
+The statistics do not change during a pass, so x^T M, the bonus norms and the map V_{h+1} -> <x, M B V_{h+1}> are
+formed once per group: with pooled statistics each step then costs one (n_states C) x n_states product.
 """
 
 from __future__ import annotations
@@ -80,15 +81,14 @@ def backward_pass(
     choice = np.zeros((horizon, n_states), dtype=np.int64)
     q_max = np.zeros((horizon, n_states))
     states = np.arange(n_states)
-    norms: dict[tuple[int, int], np.ndarray] = {}
+    parts: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for h in range(horizon - 1, -1, -1):
         group, layer = group_of(h), h if candidates.shape[0] > 1 else 0
-        if (group, layer) not in norms:
-            norms[group, layer] = stats.bonus_norms(group, candidates[layer])
-        weights = stats.weights(group, values[h + 1], cost_penalty)
-        q = candidates[layer] @ weights + bonus_scale[h][:, None] * norms[group, layer]
-        if allowed is not None:
-            q = np.where(allowed[layer if allowed.shape[0] > 1 else 0], q, -np.inf)
+        if (group, layer) not in parts:
+            parts[group, layer] = _q_parts(stats, group, candidates[layer], cost_penalty, allowed, layer)
+        base, transfer, norms = parts[group, layer]
+        # Q = <x, M (b_r - lambda' b_z)> + <x, M B V_{h+1}> + bonus: two products fixed for the pass, one per step.
+        q = base + bonus_scale[h][:, None] * norms + (transfer @ values[h + 1]).reshape(base.shape)
         best = q.argmax(axis=1)
         best_q = q[states, best]
         best = np.where(q[states, safe_index] >= best_q, safe_index, best)
@@ -96,3 +96,23 @@ def backward_pass(
         q_max[h] = best_q
         values[h] = np.where(terminal, 0.0, np.minimum(best_q, clip_levels[h]))
     return Plan(choice=choice, values=values, q_max=q_max)
+
+
+def _q_parts(
+    stats: RidgeStatistics,
+    group: int,
+    candidates: np.ndarray,
+    cost_penalty: float,
+    allowed: np.ndarray | None,
+    layer: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one group's statistics: the reward part of Q (-inf where not allowed) ``(n_states, C)``, the map from
+    V_{h+1} to the bootstrap part ``(n_states * C, n_states)`` and the bonus norms ``(n_states, C)``."""
+    flat = candidates.reshape(-1, candidates.shape[-1])
+    projected = flat @ stats.M[group]  # x^T M, (n_states * C, d)
+    base = (projected @ stats.weights_target(group, cost_penalty)).reshape(candidates.shape[:2])
+    if allowed is not None:
+        base = np.where(allowed[layer if allowed.shape[0] > 1 else 0], base, -np.inf)
+    transfer = projected @ stats.B[group]
+    norms = np.sqrt(np.maximum(np.einsum("nd,nd->n", projected, flat), 0.0)).reshape(candidates.shape[:2])
+    return base, transfer, norms
