@@ -49,6 +49,7 @@ bench: install
 	$(PY) benchmarks/env_fast_reset.py --steps 5000
 	$(PY) benchmarks/estep_dual.py --quick
 	$(PY) benchmarks/cvpo_throughput.py --quick
+	$(PY) benchmarks/linear_mdp.py --quick
 
 clean:
 	rm -rf $(VENV) *.egg-info plugins/*/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -281,6 +281,11 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         plan (``callback.on_step`` after each; ``False`` stops), then the episode's samples are added to the
         statistics with rank-one updates.
         """
+        if total_timesteps < 1:
+            raise ValueError(
+                f"total_timesteps must be >= 1 (it sets the number of episodes K = ceil(total_timesteps / H)), "
+                f"got {total_timesteps}."
+            )
         total_timesteps, callbacks = self._setup_learn(
             total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
         )

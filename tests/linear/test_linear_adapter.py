@@ -196,6 +196,12 @@ def test_bad_arguments(kwargs, match):
         LSVIUCB(ToyLinearMDP(), **kwargs)
 
 
+@pytest.mark.parametrize("total_timesteps", [0, -5])
+def test_no_episodes_is_an_error(total_timesteps):
+    with pytest.raises(ValueError, match="total_timesteps must be >= 1"):
+        LSVIUCB(ToyLinearMDP()).learn(total_timesteps)
+
+
 def test_oracle_needs_the_true_cost_parameters():
     env = ToyLinearMDP()
     del env.gamma_star
