@@ -223,3 +223,19 @@ def test_missing_true_cost_warns_once(monkeypatch):
         warnings.simplefilter("always")
         LSVIUCB(env).learn(20)
     assert sum("true_cost" in str(w.message) for w in caught) == 1
+
+
+def test_weights_and_biases_offline_run_holds_the_safety_keys(tmp_path, monkeypatch):
+    from sb3_safe.common.wandb_logger import attach_wandb, finish_wandb
+    from sb3_safe.common.wandb_offline import find_offline_runs, read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    model = LSVIUCB(ToyLinearMDP(), c_beta=0.01)
+    attach_wandb(model, folder=str(tmp_path / "csv"), project="sb3-safe-tests", dir=str(tmp_path))
+    model.learn(100, log_interval=5)
+    finish_wandb(model)
+    run = read_offline_run(find_offline_runs(tmp_path)[-1])
+    assert len(run.history) == 4
+    assert run.history[-1]["safety/violations"] == model.violations
+    assert {"rollout/ep_cost_mean", "train/beta_q", "rollout/ep_return"} <= set(run.history[-1])
+    assert run.config["algorithm"] == "LSVIUCB"
