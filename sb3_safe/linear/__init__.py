@@ -9,15 +9,24 @@ from sb3_safe.linear.features import LinearMDPProtocolError, LinearMDPSpec, line
 from sb3_safe.linear.gram import RidgeStatistics
 from sb3_safe.linear.lsvi_ucb import LSVIUCB
 from sb3_safe.linear.planning import Plan, backward_pass
+from sb3_safe.linear.safe_qvi import SafeLinearQVI
+from sb3_safe.linear.safety import CostModel, beta_safe, cost_model, kappa
+from sb3_safe.linear.slucb_qvi import SLUCBQVI
 
 __all__ = [
     "LSVIUCB",
+    "SLUCBQVI",
+    "CostModel",
     "LinearMDPProtocolError",
     "LinearMDPSpec",
     "LinearQVIAlgorithm",
     "LinearQVIPolicy",
     "Plan",
     "RidgeStatistics",
+    "SafeLinearQVI",
     "backward_pass",
+    "beta_safe",
+    "cost_model",
+    "kappa",
     "linear_mdp_spec",
 ]

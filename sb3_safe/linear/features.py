@@ -7,7 +7,8 @@ Protocol (specs/linear_mdp.md §7; h is the 0-based step index, s an integer sta
   or a finite star-convex set: ``n_segments``, ``segment_table() -> ((n_states, d), (n_states, N, d))``
   (phi_0 and the segment end points), ``safe_action(s) -> phi_0(s)``;
 - ``safe_cost(s, h)`` (tau_h(s), known to the agent) and ``is_terminal(s)``;
-- for evaluation and the oracle baseline only: ``gamma_star`` ``(1 or H, d)`` and ``info["true_cost"]``.
+- for evaluation and the oracle baseline only: ``gamma_star`` ``(1 or H, d)`` and ``info["true_cost"]``;
+- optional hints: ``cost_noise_sigma`` (sub-Gaussian scale of the observed cost), ``min_safety_gap``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class LinearMDPSpec:
         terminal: Terminal states, ``(n_states,)`` (their value is 0 and no decision is made there).
         gamma_star: The true cost parameters ``(1 or H, d)`` if the environment exposes them (oracle baseline and
             violation accounting only), else ``None``.
+        cost_noise_sigma: The environment's sub-Gaussian scale of the observed cost, if it states one.
+        min_safety_gap: The environment's suggested floor on tau - tau_h(s) for kappa, if it states one.
     """
 
     horizon: int
@@ -63,6 +66,8 @@ class LinearMDPSpec:
     safe_costs: np.ndarray
     terminal: np.ndarray
     gamma_star: np.ndarray | None = None
+    cost_noise_sigma: float | None = None
+    min_safety_gap: float | None = None
 
     @property
     def n_candidates(self) -> int:
@@ -159,6 +164,7 @@ def linear_mdp_spec(env: Any) -> LinearMDPSpec:
             "raise the threshold or give those states a cheaper safe action."
         )
     gamma_star = getattr(unwrapped, "gamma_star", None)
+    sigma, gap = getattr(unwrapped, "cost_noise_sigma", None), getattr(unwrapped, "min_safety_gap", None)
     return LinearMDPSpec(
         horizon=horizon,
         feature_dim=dim,
@@ -172,6 +178,8 @@ def linear_mdp_spec(env: Any) -> LinearMDPSpec:
         safe_costs=safe_costs,
         terminal=terminal,
         gamma_star=None if gamma_star is None else np.atleast_2d(np.asarray(gamma_star, dtype=np.float64)),
+        cost_noise_sigma=None if sigma is None else float(sigma),
+        min_safety_gap=None if gap is None else float(gap),
     )
 
 

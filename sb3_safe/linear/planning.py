@@ -23,19 +23,42 @@ from sb3_safe.linear.gram import RidgeStatistics
 VALUE_CLIPS = ("H", "H-h+1")
 
 
+Maximiser = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``(h, q (n_states, C)) -> (decision, value (n_states,))``: the per-state maximisation of one step, with decision
+a candidate index per state ``(n_states,)`` (deterministic policies) or a distribution ``(n_states, C)``."""
+
+
 @dataclass
 class Plan:
     """The maximisers and values of one backward pass.
 
     Attributes:
-        choice: Index of the chosen candidate per (h, s), ``(H, n_states)``.
+        decisions: The maximiser per (h, s): a candidate index ``(H, n_states)``, or a distribution over the
+            candidates ``(H, n_states, C)`` for randomised policies.
         values: V_h(s) for h = 0..H, ``(H + 1, n_states)`` (the last row is 0).
-        q_max: max_c Q_h(s, c) before clipping, ``(H, n_states)``.
+        q_max: The maximised value before clipping, ``(H, n_states)``.
     """
 
-    choice: np.ndarray
+    decisions: np.ndarray
     values: np.ndarray
     q_max: np.ndarray
+
+    @property
+    def choice(self) -> np.ndarray:
+        """The chosen candidate per (h, s) (deterministic plans)."""
+        return self.decisions
+
+
+def greedy_maximiser(safe_index: np.ndarray) -> Maximiser:
+    """argmax_c Q(s, c) per state, ties going to the safe candidate (specs/linear_mdp.md §4.1)."""
+    states = np.arange(len(safe_index))
+
+    def maximise(step: int, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        best = q.argmax(axis=1)
+        best_q = q[states, best]
+        return np.where(q[states, safe_index] >= best_q, safe_index, best), best_q
+
+    return maximise
 
 
 def value_clip_levels(horizon: int, value_clip: str) -> np.ndarray:
@@ -57,6 +80,7 @@ def backward_pass(
     clip_levels: np.ndarray,
     allowed: np.ndarray | None = None,
     cost_penalty: float = 0.0,
+    maximiser: Maximiser | None = None,
 ) -> Plan:
     """Run the recursion for every step and state.
 
@@ -66,10 +90,12 @@ def backward_pass(
         candidates: Candidate features ``(1 or H, n_states, C, d)`` (per step when the allowed points vary with h).
         safe_index: The safe candidate of each state ``(n_states,)``; ties go to it.
         terminal: Terminal states ``(n_states,)``: V = 0 there.
-        bonus_scale: ``kappa_h(s) * beta`` as ``(H, n_states)`` (broadcastable).
+        bonus_scale: The multiplier of ``||x||_M`` in Q, e.g. ``kappa_h(s) * beta``, as ``(H, n_states)``
+            (broadcastable).
         clip_levels: The clip of V_h per step ``(H,)``.
         allowed: Optional mask ``(1 or H, n_states, C)`` of the candidates that may be chosen (the safe one always).
         cost_penalty: lambda' of the penalised baseline: regress on r - lambda' z.
+        maximiser: The per-step maximisation over the candidates (default: :func:`greedy_maximiser`).
 
     Returns:
         The plan.
@@ -77,10 +103,10 @@ def backward_pass(
     horizon = len(clip_levels)
     n_states = candidates.shape[1]
     bonus_scale = np.broadcast_to(bonus_scale, (horizon, n_states))
+    maximise = greedy_maximiser(safe_index) if maximiser is None else maximiser
     values = np.zeros((horizon + 1, n_states))
-    choice = np.zeros((horizon, n_states), dtype=np.int64)
+    decisions: list[np.ndarray] = [np.empty(0)] * horizon
     q_max = np.zeros((horizon, n_states))
-    states = np.arange(n_states)
     parts: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for h in range(horizon - 1, -1, -1):
         group, layer = group_of(h), h if candidates.shape[0] > 1 else 0
@@ -89,13 +115,9 @@ def backward_pass(
         base, transfer, norms = parts[group, layer]
         # Q = <x, M (b_r - lambda' b_z)> + <x, M B V_{h+1}> + bonus: two products fixed for the pass, one per step.
         q = base + bonus_scale[h][:, None] * norms + (transfer @ values[h + 1]).reshape(base.shape)
-        best = q.argmax(axis=1)
-        best_q = q[states, best]
-        best = np.where(q[states, safe_index] >= best_q, safe_index, best)
-        choice[h] = best
-        q_max[h] = best_q
-        values[h] = np.where(terminal, 0.0, np.minimum(best_q, clip_levels[h]))
-    return Plan(choice=choice, values=values, q_max=q_max)
+        decisions[h], q_max[h] = maximise(h, q)
+        values[h] = np.where(terminal, 0.0, np.minimum(q_max[h], clip_levels[h]))
+    return Plan(decisions=np.stack(decisions), values=values, q_max=q_max)
 
 
 def _q_parts(
