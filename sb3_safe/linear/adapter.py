@@ -48,6 +48,8 @@ class LinearQVIPolicy(BasePolicy):
         n_groups: Ridge-statistics groups (H, or 1 when pooled across steps).
         ridge: lambda.
         refactor_every: Full re-inversion period of the Sherman-Morrison state.
+        randomized: The plan is a distribution over the actions per (h, s), ``(H, n_states, n_actions)``, and
+            actions are sampled from it (Discrete action spaces only).
     """
 
     plan: th.Tensor
@@ -64,12 +66,17 @@ class LinearQVIPolicy(BasePolicy):
         n_groups: int,
         ridge: float = 1.0,
         refactor_every: int = 1000,
+        randomized: bool = False,
     ) -> None:
         super().__init__(observation_space, action_space)
         self.horizon, self.n_states, self.feature_dim = horizon, n_states, feature_dim
         self.n_groups, self.ridge, self.refactor_every = n_groups, ridge, refactor_every
+        self.randomized = randomized
         self.stats = RidgeStatistics(n_groups, feature_dim, n_states, ridge, refactor_every)
-        if isinstance(action_space, spaces.Discrete):
+        if randomized:
+            assert isinstance(action_space, spaces.Discrete), "randomised plans need a Discrete action space"
+            plan = th.zeros(horizon, n_states, int(action_space.n), dtype=th.float64)
+        elif isinstance(action_space, spaces.Discrete):
             plan = th.zeros(horizon, n_states, dtype=th.int64)
         else:
             plan = th.zeros(horizon, n_states, *(action_space.shape or ()), dtype=th.float64)
@@ -86,13 +93,20 @@ class LinearQVIPolicy(BasePolicy):
             n_groups=self.n_groups,
             ridge=self.ridge,
             refactor_every=self.refactor_every,
+            randomized=self.randomized,
         )
         return data
 
     def plan_action(self, state: np.ndarray, step: np.ndarray) -> np.ndarray:
-        """The planned actions at integer ``state`` and ``step`` arrays (steps past the horizon use the last one)."""
+        """The planned actions at integer ``state`` and ``step`` arrays (steps past the horizon use the last one).
+
+        A randomised plan is sampled (torch's generator, seeded by the algorithm's ``seed``).
+        """
         step = np.minimum(step, self.horizon - 1)
-        return self.plan.numpy()[step, state]
+        planned = self.plan.numpy()[step, state]
+        if self.randomized:
+            return th.multinomial(th.as_tensor(planned), 1).reshape(-1).numpy()
+        return planned
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         assert isinstance(observation, dict), "linear-MDP policies take Dict(state, step) observations"
@@ -124,6 +138,8 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
 
     policy: LinearQVIPolicy
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"LinearQVIPolicy": LinearQVIPolicy}
+    randomized_plan: ClassVar[bool] = False
+    """Subclasses with randomised policies plan a distribution over the actions per (h, s)."""
 
     def __init__(
         self,
@@ -196,6 +212,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
             n_groups=1 if self.share_across_h else self.spec.horizon,
             ridge=self.ridge,
             refactor_every=self.refactor_every,
+            randomized=self.randomized_plan,
         ).to(self.device)
         self._reset_plan()
 
@@ -203,6 +220,10 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         """Before any data: the safe action everywhere."""
         plan = self.policy.plan.numpy()
         states = np.arange(self.spec.n_states)
+        if self.randomized_plan:
+            plan[:] = 0.0
+            plan[:, states, self.spec.safe_index] = 1.0
+            return
         plan[:] = np.stack([self.spec.action_of(int(s), int(self.spec.safe_index[s])) for s in states])[None]
 
     @property
@@ -249,8 +270,11 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         return value_clip_levels(self.spec.horizon, self.value_clip)
 
     def _choose(self, state: int, step: int) -> Any:
-        """The action to play at (state, step) during training (the plan's; randomised agents override)."""
-        return self.policy.plan.numpy()[min(step, self.spec.horizon - 1), state]
+        """The action to play at (state, step) during training: the plan's, or a sample from it (agent's RNG)."""
+        planned = self.policy.plan.numpy()[min(step, self.spec.horizon - 1), state]
+        if self.randomized_plan:
+            return int(self.rng.choice(len(planned), p=planned / planned.sum()))
+        return planned
 
     def _feature_of(self, state: int, action: Any) -> np.ndarray:
         """phi(s, a) of the action played (the feature point itself on star-convex sets)."""
@@ -328,7 +352,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
             self._episode_buffer.append(
                 (self.group_of(step), state, self._feature_of(state, action), float(rewards[0]), cost, next_state)
             )
-            self._track_episode(info, float(rewards[0]), tau)
+            self._track_episode(info, float(rewards[0]), tau, self._expected_step_cost(state, step, action, info))
             self._update_info_buffer(infos, dones)
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
@@ -339,7 +363,14 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
                 self._close_episode_summary()
                 return True
 
-    def _track_episode(self, info: dict[str, Any], reward: float, tau: float) -> None:
+    def _expected_step_cost(self, state: int, step: int, action: Any, info: dict[str, Any]) -> float | None:
+        """The true expected cost of the decision just taken, for violation counting: the env's ``true_cost``.
+
+        Randomised agents override this: their constraint holds in expectation over their own sampling.
+        """
+        return None if "true_cost" not in info else float(info["true_cost"])
+
+    def _track_episode(self, info: dict[str, Any], reward: float, tau: float, true_cost: float | None) -> None:
         episode = self._current_episode
         episode["return"] = episode.get("return", 0.0) + reward
         episode["steps"] = episode.get("steps", 0.0) + 1
@@ -349,8 +380,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
                 episode[name] = episode.get(name, 0.0) + float(value)
         episode["success"] = max(episode.get("success", 0.0), float(bool(info.get("is_success", False))))
         episode["failed"] = max(episode.get("failed", 0.0), float(bool(info.get("failed", False))))
-        if "true_cost" in info:
-            true_cost = float(info["true_cost"])
+        if true_cost is not None:
             violated = true_cost > tau + VIOLATION_TOLERANCE
             episode["violations"] = episode.get("violations", 0.0) + violated
             episode["max_expected_cost"] = max(episode.get("max_expected_cost", -np.inf), true_cost)
@@ -358,7 +388,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         elif not self._warned_no_true_cost:
             self._warned_no_true_cost = True
             warnings.warn(
-                "The environment reports no info['true_cost']: constraint violations cannot be counted "
+                "The environment reports no ground truth (info['true_cost']): constraint violations cannot be counted "
                 "(safety/violations stays 0).",
                 stacklevel=3,
             )

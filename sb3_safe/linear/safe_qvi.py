@@ -9,7 +9,7 @@ import numpy as np
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_safe.linear.adapter import LinearQVIAlgorithm, LinearQVIPolicy
-from sb3_safe.linear.safety import BETA_MODES, BETA_SAFE_FORMS, SAFETY_MODELS, beta_safe, kappa
+from sb3_safe.linear.safety import BETA_MODES, BETA_SAFE_FORMS, SAFETY_MODELS, CostModel, beta_safe, cost_model, kappa
 
 
 class SafeLinearQVI(LinearQVIAlgorithm):
@@ -86,6 +86,20 @@ class SafeLinearQVI(LinearQVIAlgorithm):
         if self.share_across_h and np.all(spec.safe_costs == spec.safe_costs[0]):
             return [(0, 0)]
         return [(h, self.group_of(h)) for h in range(spec.horizon)]
+
+    def _cost_model(self, step: int, group: int, full: bool = False) -> CostModel:
+        """The pessimistic cost model of every candidate at ``step`` with the statistics of ``group``."""
+        spec = self.spec
+        return cost_model(
+            self.stats,
+            group,
+            spec.candidates,
+            spec.safe_index,
+            spec.safe_features,
+            spec.safe_costs[step],
+            self.safety_model,
+            full=full,
+        )
 
     def _beta_values(self) -> tuple[np.ndarray, np.ndarray]:
         """The radius used in the safe sets and the Q-bonus scale, per step: ``(H,)`` and ``(H, n_states)``."""

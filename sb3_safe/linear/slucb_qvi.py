@@ -19,7 +19,6 @@ import numpy as np
 from sb3_safe.linear.lsvi_ucb import certified_segment_points
 from sb3_safe.linear.planning import backward_pass
 from sb3_safe.linear.safe_qvi import SafeLinearQVI
-from sb3_safe.linear.safety import cost_model
 
 
 class SLUCBQVI(SafeLinearQVI):
@@ -40,16 +39,7 @@ class SLUCBQVI(SafeLinearQVI):
         set_radius, _ = self._beta_values()
         layers, masks, costs = [], [], []
         for step, group in self._layers():
-            model = cost_model(
-                self.stats,
-                group,
-                spec.candidates,
-                spec.safe_index,
-                spec.safe_features,
-                spec.safe_costs[step],
-                self.safety_model,
-            )
-            pessimistic = model.candidate_costs(set_radius[step])
+            pessimistic = self._cost_model(step, group).candidate_costs(set_radius[step])
             pessimistic[np.arange(spec.n_states), spec.safe_index] = spec.safe_costs[step]
             costs.append(pessimistic)
             if spec.kind == "finite":
