@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from sb3_safe.common.monitor import SafeMonitor
     from sb3_safe.common.unconstrained import UnconstrainedSAC
     from sb3_safe.cvpo import CVPO
-    from sb3_safe.linear import LSVIUCB, SLUCBQVI
+    from sb3_safe.linear import LSVIUCB, RSLUCBQVI, SLUCBQVI
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ _LAZY = {
     "CVPO": "sb3_safe.cvpo",
     "LSVIUCB": "sb3_safe.linear",
     "SLUCBQVI": "sb3_safe.linear",
+    "RSLUCBQVI": "sb3_safe.linear",
     "SafeEvalCallback": "sb3_safe.common.callbacks",
     "SafeEvaluationResult": "sb3_safe.common.evaluation",
     "SafeMonitor": "sb3_safe.common.monitor",
@@ -51,6 +52,7 @@ _LAZY = {
 __all__ = [
     "CVPO",
     "LSVIUCB",
+    "RSLUCBQVI",
     "SLUCBQVI",
     "MissingCostError",
     "SafeEvalCallback",

@@ -9,12 +9,15 @@ from sb3_safe.linear.features import LinearMDPProtocolError, LinearMDPSpec, line
 from sb3_safe.linear.gram import RidgeStatistics
 from sb3_safe.linear.lsvi_ucb import LSVIUCB
 from sb3_safe.linear.planning import Plan, backward_pass
+from sb3_safe.linear.rslucb_qvi import RSLUCBQVI
 from sb3_safe.linear.safe_qvi import SafeLinearQVI
 from sb3_safe.linear.safety import CostModel, beta_safe, cost_model, kappa
 from sb3_safe.linear.slucb_qvi import SLUCBQVI
+from sb3_safe.linear.socp import SimplexSOCP, SOCPSolution, psd_sqrt
 
 __all__ = [
     "LSVIUCB",
+    "RSLUCBQVI",
     "SLUCBQVI",
     "CostModel",
     "LinearMDPProtocolError",
@@ -23,10 +26,13 @@ __all__ = [
     "LinearQVIPolicy",
     "Plan",
     "RidgeStatistics",
+    "SOCPSolution",
     "SafeLinearQVI",
+    "SimplexSOCP",
     "backward_pass",
     "beta_safe",
     "cost_model",
     "kappa",
     "linear_mdp_spec",
+    "psd_sqrt",
 ]
