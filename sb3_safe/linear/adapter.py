@@ -173,6 +173,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         self.refactor_every = int(refactor_every)
         self.beta_q = 0.0
         self.last_plan_ms = 0.0
+        self.last_regression_ms = 0.0
         self._episode_summaries: deque[dict[str, float]] = deque(maxlen=stats_window_size)
         self._episode_buffer: list[tuple[int, int, np.ndarray, float, float, int]] = []
         self._current_episode: dict[str, float] = {}
@@ -235,6 +236,12 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
     def episodes(self) -> int:
         """Episodes whose data are in the statistics (k)."""
         return int(self.policy.episodes)
+
+    @property
+    def episode_history(self) -> list[dict[str, float]]:
+        """Summaries of the last ``stats_window_size`` finished episodes: ``return``, ``steps``, ``success``,
+        ``failed``, ``violations``, ``max_expected_cost`` and ``return_<name>`` per ``<name>_reward`` info key."""
+        return [dict(summary) for summary in self._episode_summaries]
 
     @property
     def violations(self) -> int:
@@ -325,7 +332,9 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
             train_logs = self._plan()
             self.last_plan_ms = 1e3 * (time.perf_counter() - start)
             continue_training = self._run_episode(callbacks)
+            start = time.perf_counter()
             self._fold_episode()
+            self.last_regression_ms = 1e3 * (time.perf_counter() - start)
             callbacks.on_rollout_end()
             last = not continue_training or episode == n_episodes
             if log_interval and (self.episodes % log_interval == 0 or last):
@@ -416,6 +425,7 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         self.logger.record("train/n_samples", int(self.stats.n.sum()))
         self.logger.record("train/episodes", self.episodes)
         self.logger.record("time/backward_ms", self.last_plan_ms)
+        self.logger.record("time/regression_ms", self.last_regression_ms)
         self.logger.record("time/per_state_us", 1e3 * self.last_plan_ms / (self.spec.horizon * self.spec.n_states))
 
     def dump_logs(self) -> None:

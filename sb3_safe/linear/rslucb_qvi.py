@@ -12,6 +12,7 @@ must be at most tau. Each step of the backward pass solves, for every state, the
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter
 from typing import Any
@@ -52,6 +53,7 @@ class RSLUCBQVI(SafeLinearQVI):
         self._warned_deterministic = False
         self.solver_counts: Counter[str] = Counter()
         self.planned_values: np.ndarray | None = None  # V_h(s) of the last backward pass, (H + 1, n_states)
+        self.last_phase_ms: dict[str, float] = {}
         super().__init__(env, policy=policy, _init_setup_model=_init_setup_model, **kwargs)
 
     def _setup_model(self) -> None:
@@ -85,12 +87,18 @@ class RSLUCBQVI(SafeLinearQVI):
 
     def _plan(self) -> dict[str, float]:
         spec = self.spec
+        start = time.perf_counter()
         set_radius, bonus_scale = self._beta_values()
         problems = self._problems(set_radius)
+        safe_sets_ms = 1e3 * (time.perf_counter() - start)
         counts: Counter[str] = Counter()
+        solve_seconds = 0.0
 
         def maximise(step: int, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            nonlocal solve_seconds
+            clock = time.perf_counter()
             solution = problems[step if len(problems) > 1 else 0].solve(q)
+            solve_seconds += time.perf_counter() - clock
             counts.update(
                 greedy=solution.greedy,
                 face=solution.face,
@@ -111,6 +119,7 @@ class RSLUCBQVI(SafeLinearQVI):
         )
         self.policy.plan.numpy()[:] = plan.decisions
         self.planned_values = plan.values
+        self.last_phase_ms = {"safe_sets": safe_sets_ms, "solve": 1e3 * solve_seconds}
         self.solver_counts.update(counts)
         solved = max(sum(counts[key] for key in ("greedy", "face", "cvxpy")), 1)
         logs = self._safety_logs(set_radius)
@@ -120,12 +129,14 @@ class RSLUCBQVI(SafeLinearQVI):
                 "solver/face_frac": counts["face"] / solved,
                 "solver/cvxpy_fallbacks": float(counts["cvxpy"]),
                 "solver/safe_fallbacks": float(counts["fallbacks_to_safe"]),
+                "time/safe_sets_ms": safe_sets_ms,
+                "time/solve_ms": 1e3 * solve_seconds,
             }
         )
         return logs
 
     def _record_train_logs(self, train_logs: dict[str, float]) -> None:
-        solver_logs = {key: value for key, value in train_logs.items() if key.startswith("solver/")}
+        solver_logs = {key: value for key, value in train_logs.items() if key.startswith(("solver/", "time/"))}
         super()._record_train_logs({key: value for key, value in train_logs.items() if key not in solver_logs})
         for key, value in solver_logs.items():
             self.logger.record(key, value)
