@@ -130,3 +130,17 @@ def test_bad_arguments(kwargs, match):
 def test_missing_sigma_is_an_error():
     with pytest.raises(ValueError, match="sigma"):
         SLUCBQVI(ToyLinearMDP())
+
+
+@pytest.mark.slow
+def test_no_violations_over_twenty_seeds_for_both_safe_agents():
+    from sb3_safe.linear.rslucb_qvi import RSLUCBQVI
+
+    for seed in range(20):
+        env = _synthetic(seed)
+        bound = max(float(np.linalg.norm(env.unwrapped.gamma_star, axis=1).max()), np.sqrt(5))
+        slucb = SLUCBQVI(env, c_beta=0.01, safety_norm_bound=bound, seed=seed).learn(3 * 200, log_interval=0)
+        assert slucb.violations == 0, seed
+        toy = ToyLinearMDP(seed=seed, noise=0.05)
+        rslucb = RSLUCBQVI(toy, sigma=0.05, c_beta=0.01, seed=seed).learn(5 * 40, log_interval=0)
+        assert rslucb.violations == 0, seed
