@@ -50,6 +50,8 @@ bench: install
 	$(PY) benchmarks/estep_dual.py --quick
 	$(PY) benchmarks/cvpo_throughput.py --quick
 	$(PY) benchmarks/linear_mdp.py --quick
+	$(PY) benchmarks/figure1_speed.py --episodes 100
+	$(PY) benchmarks/socp_solver.py --quick
 
 clean:
 	rm -rf $(VENV) *.egg-info plugins/*/*.egg-info .pytest_cache .ruff_cache .mypy_cache

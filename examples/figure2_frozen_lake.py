@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import sb3_safe
-from sb3_safe.common.plotting import _finish
+from sb3_safe.common.plotting import finish_figure
 
 # CISR_NeurIPS20 results/flake, teacher -0.5_0.2_4.874684517814194_0.0_012, optimized intervention (specs §6.3)
 CISR_SUCCESS = [0.117, 0.462, 0.700, 0.782, 0.918, 0.930, 0.960, 0.963, 0.962, 0.969, 0.963]
@@ -149,7 +149,7 @@ def main() -> None:
         axis.set_xlabel("episode / curriculum step")
         axis.set_ylabel(label)
         axis.legend()
-    path = _finish(figure, axes, args.out / "figure2.png", None, f"Frozen Lake 10x10, {args.agents} agents")
+    path = finish_figure(figure, axes, args.out / "figure2.png", None, f"Frozen Lake 10x10, {args.agents} agents")
     print(f"wrote {args.out / 'figure2.csv'} and {path}")
 
 

@@ -10,8 +10,21 @@ from typing import Any
 import numpy as np
 
 
-def _finish(figure: Any, axes: Any, path: str | os.PathLike[str], cost_limit: float | None, title: str | None) -> str:
-    """Cost-limit line on the cost panel (the second), legends, title; save the PNG and close the figure."""
+def finish_figure(
+    figure: Any, axes: Any, path: str | os.PathLike[str], cost_limit: float | None = None, title: str | None = None
+) -> str:
+    """Finish a matplotlib figure of learning curves: save it as a PNG and close it.
+
+    Args:
+        figure: The figure.
+        axes: Its panels; with a ``cost_limit``, the second is the cost panel and gets the limit as a dashed line.
+        path: Where to write the PNG.
+        cost_limit: The per-episode cost limit to draw, if any.
+        title: The figure title, if any.
+
+    Returns:
+        ``path`` as a string.
+    """
     import matplotlib.pyplot as plt
 
     if cost_limit is not None:
@@ -73,7 +86,7 @@ def plot_learning_curves(
         axis.set_xlabel("environment steps")
         axis.set_ylabel(f"episode {name}")
         axis.grid(alpha=0.3)
-    return _finish(figure, axes, path, cost_limit, title)
+    return finish_figure(figure, axes, path, cost_limit, title)
 
 
 def binned_curves(
@@ -142,4 +155,4 @@ def plot_seed_curves(
         axis.set_xlabel("environment steps")
         axis.set_ylabel(f"episode {key} (mean ± std over seeds)")
         axis.grid(alpha=0.3)
-    return _finish(figure, axes, path, cost_limit, title)
+    return finish_figure(figure, axes, path, cost_limit, title)
