@@ -1,0 +1,214 @@
+"""What SAC-Lag and TD3-Lag share: cost critics, their Bellman targets, the cost penalty and the multiplier.
+
+An off-policy Lagrangian agent solves ``max_pi min_{lambda >= 0} J_r(pi) - sum_j lambda_j (Q_c,j(s, pi(s)) - eps_j)``:
+one cost Q ensemble per constraint estimates the discounted cost of the current policy, the actor's loss gains
+``sum_j lambda_j E_s[Q_c,j(s, pi(s))]`` and the multiplier follows the measured violation
+``mean_s Q_c,j(s, pi(s)) - eps_j``, with eps_j the per-state threshold of the per-episode limit d_j
+(:func:`~sb3_safe.common.costs.cost_limit_to_q_threshold`).
+
+References:
+    Ha, Xu, Tan, Levine & Tan, "Learning to Walk in the Real World with Minimal Human Effort", CoRL 2020 (SAC with a
+    Lagrangian); Yang et al., "WCSAC: Worst-Case Soft Actor Critic for Safety-Constrained RL", AAAI 2021;
+    Stooke, Achiam & Abbeel, "Responsive Safety in RL by PID Lagrangian Methods", ICML 2020.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+
+from sb3_safe.common.buffers import CostReplayBufferSamples
+from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of, per_constraint_keys
+from sb3_safe.common.lagrange import METHODS, LagrangeMultiplier
+from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm
+from sb3_safe.cvpo.policies import CostCritics, reduce_cost_ensemble
+
+COST_ENSEMBLE_REDUCTION = "max"
+"""How a cost ensemble is combined: the pessimistic max (the optimistic min would under-estimate the cost)."""
+
+
+class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
+    """Cost critics and a Lagrange multiplier for an SB3 actor-critic (placed before the SB3 class in the bases).
+
+    Subclasses write ``train()``: for every gradient step they call :meth:`_cost_critic_step` with the next actions
+    their reward critics bootstrap from, add :meth:`_cost_penalty` to the actor loss and, once the steps are done,
+    call :meth:`_finish_lagrangian_train`, which updates the multiplier once on
+    ``e_j = mean Q_c,j(s, pi(s)) - eps_j`` and logs.
+
+    Args:
+        policy: The SB3 policy (``"MlpPolicy"``, ``"MultiInputPolicy"`` or a class).
+        env: Environment with a Box action space, ``info["cost"]`` and a known episode length.
+        cost_limit: Per-episode, undiscounted cost limit d (a scalar or one per constraint).
+        n_costs: Number of constraints m.
+        episode_length: The fixed horizon T used to convert d into eps (default: the env's ``max_episode_steps``).
+        lagrange_method: ``"pid"`` (Stooke et al. 2020; K_P = 0.1, K_I = 0.003, K_D = 0.001 by default) or
+            ``"gradient"`` (Adam ascent on lambda).
+        lagrange_kwargs: Further :class:`~sb3_safe.common.lagrange.LagrangeMultiplier` arguments (``init``,
+            ``learning_rate``, ``kp``, ``ki``, ``kd``, ``parameterization``, ``max_value``).
+        n_cost_critics: Members of each cost ensemble (reduced by max).
+        args: Positional arguments of the SB3 algorithm.
+        kwargs: Keyword arguments of the SB3 algorithm.
+    """
+
+    continuous_actions_only: ClassVar[bool] = True
+    cost_critics: CostCritics
+    cost_critics_target: CostCritics
+    lagrange: LagrangeMultiplier
+    cost_threshold: np.ndarray | None
+    episode_length: int | None
+
+    # Provided by SB3's OffPolicyAlgorithm.
+    tau: float
+    gamma: float
+
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        *args: Any,
+        cost_limit: float | list[float] | np.ndarray = 25.0,
+        n_costs: int = 1,
+        episode_length: int | None = None,
+        lagrange_method: str = "pid",
+        lagrange_kwargs: dict[str, Any] | None = None,
+        n_cost_critics: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        if cost_limit is None:
+            raise ValueError(f"{type(self).__name__} needs a per-episode cost_limit (e.g. cost_limit=25.0).")
+        if lagrange_method not in METHODS:
+            raise ValueError(f"lagrange_method must be one of {METHODS}, got {lagrange_method!r}.")
+        lagrange_kwargs = dict(lagrange_kwargs or {})
+        clashing = {"method", "n_constraints"} & set(lagrange_kwargs)
+        if clashing:
+            raise ValueError(
+                f"lagrange_kwargs may not set {sorted(clashing)}: use lagrange_method, and n_costs for the number of "
+                "constraints."
+            )
+        if n_cost_critics < 1:
+            raise ValueError(f"n_cost_critics must be >= 1, got {n_cost_critics}.")
+        self.lagrange_method = lagrange_method
+        self.lagrange_kwargs = lagrange_kwargs
+        self.n_cost_critics = n_cost_critics
+        self._episode_length_arg = episode_length
+        if kwargs.get("policy_kwargs") is not None:
+            kwargs["policy_kwargs"] = dict(kwargs["policy_kwargs"])  # SB3 writes into it (use_sde): copy the caller's
+        self.episode_length = None
+        self.cost_threshold = None
+        super().__init__(policy, env, *args, cost_limit=cost_limit, n_costs=n_costs, **kwargs)
+
+    def _setup_model(self) -> None:
+        if self.cost_threshold is None:  # a loaded model brings its own threshold
+            self._set_cost_threshold()
+        super()._setup_model()
+        policy: Any = self.policy
+        self.cost_critics = CostCritics([self._make_cost_critic() for _ in range(self.n_costs)])
+        self.cost_critics_target = CostCritics([self._make_cost_critic() for _ in range(self.n_costs)])
+        self.cost_critics_target.load_state_dict(self.cost_critics.state_dict())
+        self.cost_critics_target.train(False)
+        self.cost_critics.optimizer = policy.optimizer_class(
+            self.cost_critics.parameters(), lr=self.lr_schedule(1), **policy.optimizer_kwargs
+        )
+        self._cost_batch_norm_stats = get_parameters_by_name(self.cost_critics, ["running_"])
+        self._cost_batch_norm_stats_target = get_parameters_by_name(self.cost_critics_target, ["running_"])
+        self.lagrange = LagrangeMultiplier(self.n_costs, method=self.lagrange_method, **self.lagrange_kwargs)
+
+    def _set_cost_threshold(self) -> None:
+        """eps = d (1 - gamma^T) / ((1 - gamma) T) per constraint, once (clear error when T is unknown)."""
+        if self.env is None:
+            raise ValueError(f"{type(self).__name__} needs an environment to derive its cost threshold.")
+        self.episode_length = episode_length_of(self.env, self._episode_length_arg)
+        assert self.cost_limit is not None  # checked in __init__
+        threshold = cost_limit_to_q_threshold(self.cost_limit, self.gamma, self.episode_length)
+        self.cost_threshold = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
+
+    def _make_cost_critic(self) -> ContinuousCritic:
+        """A new cost ensemble shaped like the reward critic, with its own features extractor."""
+        policy: Any = self.policy
+        kwargs = {**policy.critic_kwargs, "n_critics": self.n_cost_critics, "share_features_extractor": False}
+        return ContinuousCritic(**policy._update_features_extractor(kwargs, None)).to(self.device)
+
+    @property
+    def duals(self) -> dict[str, np.ndarray]:
+        """The current multipliers: ``{"lambda": array of shape (m,)}``."""
+        return {"lambda": self.lagrange.value}
+
+    def _set_cost_critics_training_mode(self, mode: bool) -> None:
+        for critic in self.cost_critics.ensembles():
+            critic.set_training_mode(mode)
+
+    def _cost_q(self, obs: PyTorchObs, actions: th.Tensor, target: bool = False) -> th.Tensor:
+        """Each constraint's cost ensemble at (s, a), reduced by max: ``(m, B, 1)``."""
+        critics = self.cost_critics_target if target else self.cost_critics
+        return th.stack(
+            [reduce_cost_ensemble(critic(obs, actions), COST_ENSEMBLE_REDUCTION) for critic in critics.ensembles()]
+        )
+
+    def _cost_critic_step(
+        self, data: CostReplayBufferSamples, next_actions: th.Tensor, discounts: th.Tensor | float
+    ) -> th.Tensor:
+        """One optimizer step of every cost ensemble on its Bellman target; returns the losses ``(m,)``.
+
+        ``y_j = c_j + gamma^n (1 - terminated) max_k Qbar_c,j,k(s', a')`` with a' the reward critics' next action.
+        Truncated transitions bootstrap (``dones`` marks true terminations only, SB3's convention).
+        """
+        with th.no_grad():
+            bootstrap = (1.0 - data.dones) * discounts
+            targets = data.costs.T.unsqueeze(-1) + bootstrap * self._cost_q(data.next_observations, next_actions, True)
+        mse = th.nn.functional.mse_loss
+        losses = th.stack(
+            [
+                th.stack([mse(q, targets[j]) for q in critic(data.observations, data.actions)]).sum()
+                for j, critic in enumerate(self.cost_critics.ensembles())
+            ]
+        )
+        self.cost_critics.optimizer.zero_grad()
+        losses.sum().backward()
+        self.cost_critics.optimizer.step()
+        return losses.detach()
+
+    def _cost_penalty(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``sum_j lambda_j mean_s Q_c,j(s, a)`` (differentiable in ``actions``) and the means ``(m,)``, detached."""
+        qc_mean = self._cost_q(obs, actions).squeeze(-1).mean(dim=1)
+        lam = th.as_tensor(self.lagrange.value, dtype=qc_mean.dtype, device=qc_mean.device)
+        return (lam * qc_mean).sum(), qc_mean.detach()
+
+    def _update_cost_targets(self) -> None:
+        polyak_update(self.cost_critics.parameters(), self.cost_critics_target.parameters(), self.tau)
+        polyak_update(self._cost_batch_norm_stats, self._cost_batch_norm_stats_target, 1.0)
+
+    def _finish_lagrangian_train(self, qc_means: list[th.Tensor], cost_losses: list[th.Tensor]) -> None:
+        """Update lambda once on ``mean Q_c(s, pi(s)) - eps`` over this call's batches, then log."""
+        if not qc_means:
+            return
+        assert self.cost_threshold is not None
+        qc_mean = th.stack(qc_means).mean(dim=0).cpu().numpy().astype(np.float64)
+        lam = self.lagrange.update(qc_mean, self.cost_threshold)
+        for prefix, values in (
+            ("train/lambda", lam),
+            ("train/qc_mean", qc_mean),
+            ("train/qc_threshold", self.cost_threshold),
+            ("train/cost_critic_loss", th.stack(cost_losses).mean(dim=0).cpu().numpy()),
+        ):
+            for key, value in per_constraint_keys(prefix, values).items():
+                self.logger.record(key, value)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [
+            *super()._excluded_save_params(),
+            "cost_critics",
+            "cost_critics_target",
+            "lagrange",
+            "_cost_batch_norm_stats",
+            "_cost_batch_norm_stats_target",
+        ]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()
+        extra = ["cost_critics", "cost_critics_target", "cost_critics.optimizer", "lagrange", "lagrange.optimizer"]
+        return [*state_dicts, *extra], variables
