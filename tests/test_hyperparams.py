@@ -27,8 +27,8 @@ def test_family_then_task_overrides_then_preset():
 
 
 def test_unknown_algorithm_or_preset_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"No hyperparameter file for algorithm 'ppo_lag'.*Known: cvpo"):
-        load_hyperparams("ppo_lag")
+    with pytest.raises(ValueError, match=r"No hyperparameter file for algorithm 'trpo_lag'.*Known: cvpo, ppo_lag"):
+        load_hyperparams("trpo_lag")
     with pytest.raises(ValueError, match=r"Unknown preset 'fast'.*Known: orig_circle"):
         load_hyperparams("cvpo", preset="fast")
 
@@ -40,3 +40,20 @@ def test_every_key_is_a_cvpo_argument(toy_env_id, env_id, preset):
     params["policy_kwargs"]["net_arch"] = [8]
     model = CVPO(env=toy_env_id, **{**params, "buffer_size": 100})
     assert model.n_samples == params["n_samples"] and model.gamma == params["gamma"]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "preset"),
+    [("sac_lag", None), ("sac_lag", "orig_pid"), ("td3_lag", None), ("td3_lag", "orig_pid"), ("ppo_lag", None)],
+)
+def test_every_key_is_an_argument_of_the_lagrangian_baselines(toy_env_id, algorithm, preset):
+    from sb3_safe.lagrangian import PPOLag, SACLag, TD3Lag
+
+    cls = {"sac_lag": SACLag, "td3_lag": TD3Lag, "ppo_lag": PPOLag}[algorithm]
+    params, run = split_run_settings(load_hyperparams(algorithm, "SafetyPointGoal1-v0", preset=preset))
+    assert set(run) == {"n_envs"}
+    params["policy_kwargs"]["net_arch"] = [8]
+    small = {"n_steps": 32, "batch_size": 16} if algorithm == "ppo_lag" else {"buffer_size": 100}
+    model = cls(env=toy_env_id, **{**params, **small})
+    assert model.gamma == params["gamma"] == (0.995 if preset is None else 0.99)  # navigation family, or the preset
+    assert model.duals["lambda"].shape == (1,)
