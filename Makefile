@@ -52,6 +52,7 @@ bench: install
 	$(PY) benchmarks/linear_mdp.py --quick
 	$(PY) benchmarks/figure1_speed.py --episodes 100
 	$(PY) benchmarks/socp_solver.py --quick
+	$(PY) benchmarks/compare_safe.py --timesteps 2500 --seeds 0 --n-envs 2 --out runs/compare_safe_quick
 
 clean:
 	rm -rf $(VENV) *.egg-info plugins/*/*.egg-info .pytest_cache .ruff_cache .mypy_cache
