@@ -110,9 +110,10 @@ def test_two_envs_on_the_toy_env_log_every_key(toy_env_id, tmp_path, cls):
     assert set(model.duals) == {"lambda"} and model.duals["lambda"].shape == (1,)
 
 
-def test_two_thousand_steps_on_a_real_task_with_two_envs(tmp_path):
+@pytest.mark.parametrize("algorithm", [SACLag, TD3Lag], ids=lambda cls: cls.__name__)
+def test_two_thousand_steps_on_a_real_task_with_two_envs(tmp_path, algorithm):
     env = make_vec_env("SafetyPointGoal1-v0", n_envs=2, seed=0, env_kwargs={"fast_reset": True})
-    model = SACLag(
+    model = algorithm(
         "MlpPolicy",
         env,
         cost_limit=25.0,
