@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sb3_safe.common.monitor import SafeMonitor
     from sb3_safe.common.unconstrained import UnconstrainedSAC
     from sb3_safe.cvpo import CVPO
+    from sb3_safe.lagrangian import PPOLag, SACLag, TD3Lag
     from sb3_safe.linear import LSVIUCB, RSLUCBQVI, SLUCBQVI
 
 __version__ = "0.1.0"
@@ -39,6 +40,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "CVPO": "sb3_safe.cvpo",
     "LSVIUCB": "sb3_safe.linear",
+    "PPOLag": "sb3_safe.lagrangian",
+    "SACLag": "sb3_safe.lagrangian",
+    "TD3Lag": "sb3_safe.lagrangian",
     "SLUCBQVI": "sb3_safe.linear",
     "RSLUCBQVI": "sb3_safe.linear",
     "SafeEvalCallback": "sb3_safe.common.callbacks",
@@ -55,9 +59,12 @@ __all__ = [
     "RSLUCBQVI",
     "SLUCBQVI",
     "MissingCostError",
+    "PPOLag",
+    "SACLag",
     "SafeEvalCallback",
     "SafeEvaluationResult",
     "SafeMonitor",
+    "TD3Lag",
     "UnconstrainedSAC",
     "UnknownAlgorithmError",
     "UnknownEnvironmentError",
