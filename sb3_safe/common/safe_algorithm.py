@@ -101,6 +101,7 @@ class SafeAlgorithmMixin:
             self._episode_costs = EpisodeCostTracker(len(infos), self.n_costs)
         self.cumulative_cost += float(costs.sum())
         for idx, episode_costs in self._episode_costs.update(costs, dones).items():
+            self._on_episode_costs(episode_costs)
             episode = infos[idx].get("episode")
             if episode is not None:
                 episode[EPISODE_COST_KEY] = float(episode_costs.sum())
@@ -113,6 +114,9 @@ class SafeAlgorithmMixin:
 
     def _on_step_costs(self, costs: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
         """Hook for subclasses: one step's costs ``(n_envs, n_costs)`` right after the environment step."""
+
+    def _on_episode_costs(self, episode_costs: np.ndarray) -> None:
+        """Hook for subclasses: the per-constraint costs ``(n_costs,)`` of a training episode that just ended."""
 
     def _record_safety_metrics(self) -> None:
         episode_costs = [info[EPISODE_COST_KEY] for info in self.ep_info_buffer if EPISODE_COST_KEY in info]

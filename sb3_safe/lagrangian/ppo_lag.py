@@ -21,7 +21,7 @@ from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safe.common.buffers import CostRolloutBufferSamples
-from sb3_safe.common.costs import EpisodeCostTracker, per_constraint_keys
+from sb3_safe.common.costs import per_constraint_keys
 from sb3_safe.common.lagrange import LagrangeMultiplier
 from sb3_safe.common.on_policy import SafeOnPolicyAlgorithm
 from sb3_safe.common.policies import SafeActorCriticPolicy, SafeMultiInputActorCriticPolicy
@@ -153,7 +153,6 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
         self.lagrange_lr = lagrange_lr
         self.lagrange_init = lagrange_init
         self.lagrange_kwargs = {"parameterization": "projected", **(lagrange_kwargs or {})}
-        self._lambda_tracker: EpisodeCostTracker | None = None
         self._rollout_episode_costs: list[np.ndarray] = []
         self._recent_episode_costs: deque[np.ndarray] = deque(maxlen=stats_window_size)
         if cost_gae_lambda is not None:
@@ -207,20 +206,14 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
     # --- Episode costs per constraint, for the multiplier -------------------------------------------------
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
-        reset_num_timesteps = kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True)
-        if reset_num_timesteps or self._lambda_tracker is None:
-            self._lambda_tracker = EpisodeCostTracker(self.n_envs, self.n_costs)
-            if reset_num_timesteps:
-                self._recent_episode_costs.clear()
+        if kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True):
+            self._recent_episode_costs.clear()
         return super()._setup_learn(total_timesteps, *args, **kwargs)
 
-    def _on_step_costs(self, costs: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray) -> None:
-        if self._lambda_tracker is None:
-            self._lambda_tracker = EpisodeCostTracker(len(infos), self.n_costs)
-        for episode_costs in self._lambda_tracker.update(costs, dones).values():
-            self._rollout_episode_costs.append(episode_costs)
-            self._recent_episode_costs.append(episode_costs)
-        super()._on_step_costs(costs, infos, dones)
+    def _on_episode_costs(self, episode_costs: np.ndarray) -> None:
+        self._rollout_episode_costs.append(episode_costs)
+        self._recent_episode_costs.append(episode_costs)
+        super()._on_episode_costs(episode_costs)
 
     def collect_rollouts(
         self,
@@ -398,7 +391,7 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_lambda_tracker", "_rollout_episode_costs"]
+        return [*super()._excluded_save_params(), "_rollout_episode_costs"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
