@@ -273,6 +273,18 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         iota = math.log(2.0 * dim * max(total_timesteps, horizon) / self.delta)
         self.beta_q = self.c_beta * dim * horizon * math.sqrt(iota)
 
+    def _store_plan(self, candidates: np.ndarray, choice: np.ndarray) -> None:
+        """Write a deterministic plan into the policy: the chosen index (finite actions), or the chosen feature point
+        ``candidates[layer of h, s, choice[h, s]]`` (star-convex sets; ``candidates`` is ``(1 or H, n_states, C, d)``).
+        """
+        plan = self.policy.plan.numpy()
+        if self.spec.kind == "finite":
+            plan[:] = choice
+            return
+        horizon, n_states = choice.shape
+        layer = np.arange(horizon) if len(candidates) > 1 else np.zeros(horizon, dtype=np.int64)
+        plan[:] = candidates[layer[:, None], np.arange(n_states)[None, :], choice]
+
     def _clip_levels(self) -> np.ndarray:
         return value_clip_levels(self.spec.horizon, self.value_clip)
 
@@ -420,8 +432,9 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
     # ------------------------------------------------------------------------------------------------------------
 
     def _record_train_logs(self, train_logs: dict[str, float]) -> None:
+        """``train/<key>`` for each value of the plan's logs, or the key itself if it names its section."""
         for key, value in train_logs.items():
-            self.logger.record(f"train/{key}", value)
+            self.logger.record(key if "/" in key else f"train/{key}", value)
         self.logger.record("train/n_samples", int(self.stats.n.sum()))
         self.logger.record("train/episodes", self.episodes)
         self.logger.record("time/backward_ms", self.last_plan_ms)

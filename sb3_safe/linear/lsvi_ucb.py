@@ -124,10 +124,5 @@ class LSVIUCB(LinearQVIAlgorithm):
             allowed=self._allowed,
             cost_penalty=self.cost_penalty,
         )
-        target = self.policy.plan.numpy()
-        if spec.kind == "finite":
-            target[:] = plan.choice
-        else:
-            layer = np.arange(spec.horizon) if len(self._candidates) > 1 else np.zeros(spec.horizon, dtype=np.int64)
-            target[:] = self._candidates[layer[:, None], np.arange(spec.n_states)[None, :], plan.choice]
+        self._store_plan(self._candidates, plan.choice)
         return {"beta_q": self.beta_q, "kappa_max": 1.0, "value_start_max": float(plan.values[0].max())}

@@ -135,12 +135,6 @@ class RSLUCBQVI(SafeLinearQVI):
         )
         return logs
 
-    def _record_train_logs(self, train_logs: dict[str, float]) -> None:
-        solver_logs = {key: value for key, value in train_logs.items() if key.startswith(("solver/", "time/"))}
-        super()._record_train_logs({key: value for key, value in train_logs.items() if key not in solver_logs})
-        for key, value in solver_logs.items():
-            self.logger.record(key, value)
-
     def _expected_step_cost(self, state: int, step: int, action: Any, info: dict[str, Any]) -> float | None:
         """E_{a ~ theta_h(s)} c_h(s, a) from the ground truth gamma* (the constraint is on this expectation)."""
         gamma_star = self.spec.gamma_star

@@ -72,12 +72,7 @@ class SLUCBQVI(SafeLinearQVI):
             self._clip_levels(),
             allowed=certified,
         )
-        target = self.policy.plan.numpy()
-        if spec.kind == "finite":
-            target[:] = plan.choice
-        else:
-            layer = np.arange(spec.horizon) if len(candidates) > 1 else np.zeros(spec.horizon, dtype=np.int64)
-            target[:] = candidates[layer[:, None], np.arange(spec.n_states)[None, :], plan.choice]
+        self._store_plan(candidates, plan.choice)
         logs = self._safety_logs(set_radius)
         if certified is not None:
             logs["certified_frac"] = float(certified[:, ~spec.terminal].mean())
