@@ -415,7 +415,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         clock = time.perf_counter()
         weights = solution.weights.T.to(samples.dtype)  # (K, B)
         moments = WeightedMoments.of(samples, weights, full=old.is_full)  # all the M-step needs of the samples
-        old_precision = old.precision_factor()
+        old_precision = old.precision_factor() if old.is_full else None  # L_old^{-1}, the same every iteration
         for _ in range(self.mstep_iters):
             self._mstep(obs, old, old_precision, moments, stats)
         stats["time/mstep_ms"].append(1e3 * (time.perf_counter() - clock))
@@ -424,7 +424,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         self,
         obs: PyTorchObs,
         old: Gaussian,
-        old_precision: th.Tensor,
+        old_precision: th.Tensor | None,
         moments: WeightedMoments,
         stats: dict[str, list[float]],
     ) -> None:
@@ -432,7 +432,7 @@ class CVPO(SafeOffPolicyAlgorithm):
 
         ``L = (1/(B K)) sum_s sum_i w_si [log N(a_si; mu, Sigma_old) + log N(a_si; mu_old, Sigma)]``, evaluated from
         the weighted moments of the samples (exactly equal, and independent of K per iteration). ``old_precision`` is
-        pi_old's precision factor, the same for every iteration of a gradient step.
+        pi_old's precision factor L_old^{-1} (full covariance; ``None`` for diagonal Gaussians, which need none).
         """
         new = self.actor.distribution(obs)
         precision = new.precision_factor() if new.is_full else None
