@@ -176,7 +176,7 @@ def test_env_without_cost_fails_at_the_first_step(monkeypatch):
         return obs, reward, terminated, truncated, info
 
     monkeypatch.setattr(env, "step", step_without_cost)
-    with pytest.raises(MissingCostError):
+    with pytest.raises(MissingCostError, match=r"did not report a cost.*info\['cost'\]"):
         LSVIUCB(env).learn(5)
 
 
