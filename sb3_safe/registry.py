@@ -123,7 +123,8 @@ def list_algorithms() -> list[str]:
 
 
 def _unknown_message(kind: str, name: str, catalogue: _Catalogue, hint: str) -> str:
-    matches = difflib.get_close_matches(name, list(catalogue.providers), n=5, cutoff=0.6)
+    by_lower = {known.lower(): known for known in catalogue.providers}  # "cvpp" should suggest "CVPO"
+    matches = [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.6)]
     lines = [f"Unknown {kind} '{name}'."]
     if matches:
         lines.append(f"Did you mean: {', '.join(matches)}?")

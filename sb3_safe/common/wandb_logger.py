@@ -252,6 +252,8 @@ def init_wandb_run(
     init_timeout: float = 60.0,
     console: str | None = None,
     reinit: str = "create_new",
+    run_id: str | None = None,
+    resume: str | None = None,
 ) -> Run:
     """Start a wandb run with a mode chosen by :func:`resolve_wandb_mode`.
 
@@ -270,6 +272,8 @@ def init_wandb_run(
             ``WANDB_CONSOLE``.
         reinit: wandb's ``reinit`` policy. The default ``"create_new"`` lets several runs coexist in one process;
             it does not set ``wandb.run``, which this module never uses.
+        run_id: A fixed run id (e.g. the one saved with a checkpoint, to continue the same run).
+        resume: wandb's resume policy for ``run_id`` (``"allow"``, ``"must"``, ...); None starts a new run.
 
     Returns:
         The wandb run. Finish it with ``run.finish()`` (or :func:`finish_wandb`).
@@ -296,6 +300,10 @@ def init_wandb_run(
         "reinit": reinit,
         "settings": wandb.Settings(**settings_kwargs),
     }
+    if run_id is not None:
+        init_kwargs["id"] = run_id
+    if resume is not None:
+        init_kwargs["resume"] = resume
     try:
         return wandb.init(**init_kwargs)
     except Exception as exc:

@@ -13,20 +13,52 @@ from typing import Any
 
 import yaml
 
-NOT_CONSTRUCTOR_ARGS = ("n_envs",)
+NOT_CONSTRUCTOR_ARGS = ("n_envs", "n_timesteps", "env_kwargs")
 """Keys in the files that describe how to run, not how to build the algorithm (``load_hyperparams`` keeps them)."""
 
 
-def _load_file(algorithm: str) -> dict[str, Any]:
-    name = f"{algorithm.lower()}.yml"
+class HyperparameterFileError(ValueError):
+    """A hyperparameter YAML file that cannot be parsed; the message gives the file and line."""
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _packaged_files() -> dict[str, str]:
+    """``normalised algorithm name -> file name`` of the YAML files shipped beside this module."""
+    names = (p.name for p in resources.files(__name__).iterdir() if p.name.endswith(".yml"))
+    return {_normalise(name.removesuffix(".yml")): name for name in sorted(names)}
+
+
+def has_hyperparams(algorithm: str) -> bool:
+    """Whether a hyperparameter file ships for ``algorithm`` (``"SACLag"``, ``"sac_lag"`` and ``"sac-lag"`` match)."""
+    return _normalise(algorithm) in _packaged_files()
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text, naming ``source`` and the line of the first error.
+
+    Raises:
+        HyperparameterFileError: ``"<source>, line L, column C: <problem>"``.
+    """
     try:
-        text = resources.files(__name__).joinpath(name).read_text()
-    except FileNotFoundError:
-        known = sorted(
-            p.name.removesuffix(".yml") for p in resources.files(__name__).iterdir() if p.name.endswith(".yml")
-        )
-        raise ValueError(f"No hyperparameter file for algorithm '{algorithm}'. Known: {', '.join(known)}.") from None
-    return yaml.safe_load(text)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise HyperparameterFileError(f"Malformed YAML in {source}{where}: {problem}") from None
+
+
+def _load_file(algorithm: str) -> dict[str, Any]:
+    files = _packaged_files()
+    name = files.get(_normalise(algorithm))
+    if name is None:
+        known = ", ".join(file.removesuffix(".yml") for file in files.values())
+        raise ValueError(f"No hyperparameter file for algorithm '{algorithm}'. Known: {known}.")
+    path = resources.files(__name__).joinpath(name)
+    return parse_yaml(path.read_text(), str(path)) or {}
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +92,8 @@ def load_hyperparams(algorithm: str, env_id: str | None = None, preset: str | No
         preset: A named preset of the file (e.g. ``"orig_circle"``), applied last.
 
     Returns:
-        A dict of constructor arguments, plus ``n_envs`` (the recommended number of environments).
+        A dict of constructor arguments, plus the run settings the file gives (``n_envs``, the recommended number of
+        environments; ``n_timesteps``, a full-length budget; ``env_kwargs``); see :func:`split_run_settings`.
 
     Raises:
         ValueError: For an unknown algorithm or preset.
@@ -85,6 +118,6 @@ def load_hyperparams(algorithm: str, env_id: str | None = None, preset: str | No
 
 
 def split_run_settings(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate constructor arguments from run settings (``n_envs``)."""
+    """Separate constructor arguments from run settings (``n_envs``, ``n_timesteps``, ``env_kwargs``)."""
     run = {key: params[key] for key in NOT_CONSTRUCTOR_ARGS if key in params}
     return {key: value for key, value in params.items() if key not in NOT_CONSTRUCTOR_ARGS}, run
