@@ -285,8 +285,9 @@ def test_resume_refuses_changed_config_or_code_unless_forced(finished_run: Path,
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "eval_episodes": 7}))
     error = _error_of(capsys, "resume", str(run_dir))
     assert "config.yaml was edited" in error
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    assert main(["resume", str(run_dir), "--no-progress-bar"]) == 0  # unchanged: nothing left but the final steps
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "code_version": "0.0.1+000000000000"}))
+    with pytest.warns(UserWarning, match="the code changed.*Resuming anyway"):
+        assert main(["resume", str(run_dir), "--force", "--no-progress-bar"]) == 0  # nothing left but to finish
     assert json.loads((run_dir / "summary.json").read_text())["total_timesteps"] == 2000
 
 
@@ -310,3 +311,28 @@ def test_unanswering_ray_address_fails_fast_and_writes_nothing(tmp_path: Path, c
 def test_cost_limit_for_a_linear_agent_is_refused(capsys) -> None:
     error = _error_of(capsys, "train", "--algo", "slucbqvi", "--env", "FrozenLake10x10Safe-v0", "--cost-limit", "1")
     assert "SLUCBQVI takes no cost limit" in error
+
+
+def test_linear_mdp_agent_trains_through_the_cli(tmp_path: Path) -> None:
+    run_dir = tmp_path / "slucb"
+    argv = ["train", "--algo", "slucb_qvi", "--env", "FrozenLake10x10Safe-v0", "--n-timesteps", "2000"]
+    assert (
+        main([*argv, "--eval-freq", "0", "--eval-episodes", "1", "--run-dir", str(run_dir), "--no-progress-bar"]) == 0
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["algo"] == "SLUCBQVI" and summary["cost_limit"] is None  # tau comes from the environment
+    assert summary["training"]["episodes"] == 2  # K = ceil(2000 / H) episodes of H = 1000
+    from sb3_safe import SLUCBQVI
+
+    assert int(SLUCBQVI.load(run_dir / "model.zip").policy.episodes) == 2
+
+
+def test_local_benchmark_of_a_linear_agent(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--algos", "lsvi_ucb", "--envs", "FrozenLake10x10Safe-v0", "--seeds", "2", "--out", str(out)]
+    assert main([*argv, "--n-timesteps", "1000", "--eval-freq", "0", "--eval-episodes", "1", "--no-wandb"]) == 0
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["algo"], row["seeds"], row["cost_limit"]) for row in rows] == [("LSVIUCB", "2", "")]
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert "[2/2] LSVIUCB on FrozenLake10x10Safe-v0, seed 1" in capsys.readouterr().out
