@@ -26,6 +26,18 @@ def test_family_then_task_overrides_then_preset():
     assert (orig["mstep_iters"], orig["policy_kwargs"]["covariance"], orig["gamma"]) == (29, "full", 0.99)
 
 
+@pytest.mark.parametrize(
+    ("env_id", "budget"),
+    [("SafetyCarCircle-v0", 2_000_000), ("SafetyBallCircle-v0", 1_000_000), ("SafetyDroneCircle-v0", 5_000_000)],
+)
+def test_bullet_family_follows_fsrl(env_id, budget):
+    assert task_family("cvpo", env_id) == "bullet"
+    params = load_hyperparams("cvpo", env_id)
+    assert (params["cost_limit"], params["gamma"], params["n_steps"], params["n_samples"]) == (10.0, 0.97, 2, 16)
+    assert params["n_timesteps"] == budget and params["policy_kwargs"]["bounded_mean"] is True
+    assert task_family("cvpo", "SafetyCarCircle1-v0") == "circle"  # safety-gymnasium's Circle stays in its family
+
+
 def test_unknown_algorithm_or_preset_is_a_clear_error():
     with pytest.raises(ValueError, match=r"No hyperparameter file for algorithm 'trpo_lag'.*Known: cvpo, ppo_lag"):
         load_hyperparams("trpo_lag")
@@ -36,7 +48,7 @@ def test_unknown_algorithm_or_preset_is_a_clear_error():
 @pytest.mark.parametrize(("env_id", "preset"), [("SafetyPointGoal1-v0", None), ("SafetyAntVelocity-v1", "orig_circle")])
 def test_every_key_is_a_cvpo_argument(toy_env_id, env_id, preset):
     params, run = split_run_settings(load_hyperparams("cvpo", env_id, preset=preset))
-    assert set(run) == {"n_envs"} and "n_envs" not in params
+    assert set(run) <= {"n_envs", "n_timesteps"} and "n_envs" in run and not set(run) & set(params)
     params["policy_kwargs"]["net_arch"] = [8]
     model = CVPO(env=toy_env_id, **{**params, "buffer_size": 100})
     assert model.n_samples == params["n_samples"] and model.gamma == params["gamma"]
