@@ -1,9 +1,9 @@
 # sb3-safe: two commands on a fresh machine, `make demo` and `make test` (each installs first).
 #
 # `make install` creates .venv if missing and installs, in this order: torch==2.13.0 (the CPU build; never
-# let pip pick a newer torch), the pinned stack (requirements/), safety-gymnasium 1.0.0 with --no-deps
-# (its own pins conflict with the stack; the plugin's shim makes it work), then sb3-safe and every plugin
-# under plugins/ in editable mode. A stamp file makes the second run a no-op until an input changes.
+# let pip pick a newer torch), the pinned stack (requirements/), safety-gymnasium 1.0.0 and bullet-safety-gym
+# 1.4.0 with --no-deps (their own pins conflict with the stack; the first needs its plugin's shim, the second
+# runs as is), then sb3-safe and every plugin under plugins/ in editable mode. A stamp file makes the second run a no-op until an input changes.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,7 +23,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	@$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "sb3-safe needs Python >= 3.11"'
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -c requirements/constraints.txt -r requirements/stack.txt
-	$(PIP) install -q --no-deps safety-gymnasium==1.0.0
+	$(PIP) install -q --no-deps safety-gymnasium==1.0.0 bullet-safety-gym==1.4.0
 	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,ray]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	@touch $(STAMP)
 
@@ -56,6 +56,7 @@ bench: install
 	$(PY) benchmarks/figure1_speed.py --episodes 100
 	$(PY) benchmarks/socp_solver.py --quick
 	$(PY) benchmarks/compare_safe.py --timesteps 2500 --seeds 0 --n-envs 2 --out runs/compare_safe_quick
+	$(PY) benchmarks/cvpo_bullet.py --timesteps 3000 --seeds 1 --n-envs 2
 
 clean:
 	rm -rf $(VENV) *.egg-info plugins/*/*.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,149 @@
+"""Registering Bullet-Safety-Gym's tasks with Gymnasium, each wrapped so that its cost is a float.
+
+bullet-safety-gym 1.4.0 registers its tasks at import time with an entry point that returns the raw environment.
+That environment runs unchanged on gymnasium 1.x, with two rough edges that this module smooths over:
+
+- ``info["cost"]`` is a Python ``int`` on most tasks (``float`` on some): :class:`FloatCost` makes it a float;
+- building the observation space casts infinite float64 bounds to float32, which NumPy reports as a
+  ``RuntimeWarning: overflow encountered in cast`` on every ``make``: it is silenced while the env is built;
+- its ``RedirectStream`` (which hides pybullet's C-level output while connecting) looks the C stream up by the
+  Python stream's *name*, so it raises ``ValueError: ... undefined symbol`` whenever ``sys.stdout`` is not the
+  original one (pytest's capture, Ray workers, notebooks): :class:`QuietCStream` replaces it.
+
+:func:`register` replaces each of the package's registry entries with one whose entry point is
+:func:`make_bullet_env` (same id, kwargs and episode limit), so ``gymnasium.make("SafetyCarCircle-v0")`` and
+``sb3_safe.make_env("SafetyCarCircle-v0")`` both return the wrapped environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import sys
+import warnings
+from typing import Any, SupportsFloat, TextIO
+
+import gymnasium as gym
+
+ORIGINAL_ENTRY_POINT = "bullet_safety_gym.envs.builder:EnvironmentBuilder"
+ENTRY_POINT = "sb3_safe_bullet_safety_gym.registration:make_bullet_env"
+
+PAPER_TASKS = (
+    "SafetyCarCircle-v0",
+    "SafetyBallCircle-v0",
+    "SafetyCarRun-v0",
+    "SafetyBallRun-v0",
+    "SafetyAntRun-v0",
+    "SafetyDroneCircle-v0",
+)
+"""The Circle and Run tasks the CVPO paper and FSRL's benchmark train on."""
+
+EXCLUDED: dict[str, str] = {}
+"""Task ids of bullet-safety-gym 1.4.0 that are not offered, with the reason (none: all 18 reset and step here)."""
+
+
+class FloatCost(gym.Wrapper):
+    """Makes ``info["cost"]`` a Python float (bullet-safety-gym reports an ``int`` on most tasks)."""
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        if "cost" in info:
+            info["cost"] = float(info["cost"])
+        return observation, reward, terminated, truncated, info
+
+
+class QuietCStream:
+    """Sends a stream's file descriptor to /dev/null for a while (C-level output included); a no-op without one.
+
+    Replaces bullet-safety-gym's ``RedirectStream``, which fails when ``sys.stdout`` is not the process's original
+    stream. C buffers are flushed with ``fflush(NULL)`` instead of a symbol looked up by the stream's name.
+    """
+
+    def __init__(self, stream: TextIO | None = None, file: str = os.devnull) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.file = file
+        self._saved: int | None = None
+        self._fd = -1
+
+    def __enter__(self) -> QuietCStream:
+        try:
+            self._fd = self.stream.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return self  # no file descriptor (e.g. a StringIO): nothing to silence at the C level
+        self.stream.flush()
+        self._saved = os.dup(self._fd)
+        target = os.open(self.file, os.O_WRONLY)
+        os.dup2(target, self._fd)
+        os.close(target)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is None:
+            return
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).fflush(None)
+        os.dup2(self._saved, self._fd)
+        os.close(self._saved)
+        self._saved = None
+
+
+def _import_builder() -> Any:
+    """Import bullet-safety-gym's env builder with the original standard streams, then patch its stream redirect."""
+    current = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = sys.__stdout__ or sys.stdout, sys.__stderr__ or sys.stderr
+    try:
+        from bullet_safety_gym.envs import builder  # type: ignore[import-untyped]
+    finally:
+        sys.stdout, sys.stderr = current
+    builder.RedirectStream = QuietCStream
+    return builder
+
+
+def make_bullet_env(**kwargs: Any) -> gym.Env:
+    """Build a Bullet-Safety-Gym environment (``EnvironmentBuilder(**kwargs)``) with a float cost."""
+    builder = _import_builder()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+        return FloatCost(builder.EnvironmentBuilder(**kwargs))
+
+
+def _package_specs() -> list[gym.envs.registration.EnvSpec]:
+    return [spec for spec in gym.registry.values() if spec.entry_point in (ORIGINAL_ENTRY_POINT, ENTRY_POINT)]
+
+
+def register() -> list[str]:
+    """Register every Bullet-Safety-Gym task (importing ``bullet_safety_gym`` first); returns the ids.
+
+    Idempotent: a second call finds the entries already pointing at :func:`make_bullet_env`.
+
+    Raises:
+        ImportError: If bullet-safety-gym is not installed (the message gives the install command).
+    """
+    try:
+        import bullet_safety_gym  # noqa: F401  (registers the raw tasks)
+    except ImportError as error:
+        raise ImportError(
+            f"{error}. Install the package with `pip install --no-deps bullet-safety-gym==1.4.0 pybullet==3.2.7` "
+            "(--no-deps: its gymnasium pin conflicts with gymnasium 1.x, on which it runs unmodified)."
+        ) from error
+    ids = []
+    for spec in _package_specs():
+        if spec.id in EXCLUDED:
+            continue
+        if spec.entry_point != ENTRY_POINT:
+            del gym.registry[spec.id]
+            gym.register(
+                id=spec.id,
+                entry_point=ENTRY_POINT,
+                max_episode_steps=spec.max_episode_steps,
+                kwargs=dict(spec.kwargs),
+            )
+        ids.append(spec.id)
+    return sorted(ids)
+
+
+def task_ids() -> list[str]:
+    """The ids this plugin provides (registering them if needed)."""
+    return register()
