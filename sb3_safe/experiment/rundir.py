@@ -110,17 +110,25 @@ class RunDirectory:
     def summary_file(self) -> Path:
         return self.root / "summary.json"
 
-    def create(self) -> None:
-        """Make the folders of a new run.
+    def check_new(self) -> None:
+        """Refuse a directory that already holds a run.
 
         Raises:
-            RunDirectoryError: If the directory already holds a run.
+            RunDirectoryError: Saying how to continue that run instead.
         """
         if self.config_file.exists():
             raise RunDirectoryError(
                 f"{self.root} already holds a run. Continue it with `sb3-safe resume {self.root}`, or pick another "
                 "--run-dir."
             )
+
+    def create(self) -> None:
+        """Make the folders of a new run.
+
+        Raises:
+            RunDirectoryError: If the directory already holds a run.
+        """
+        self.check_new()
         for folder in (self.root, self.checkpoints, self.logs, self.plots, self.videos):
             folder.mkdir(parents=True, exist_ok=True)
 

@@ -307,6 +307,7 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], *, progress_bar: b
         RunDirectoryError: If ``run_dir`` already holds a run.
     """
     run = RunDirectory(Path(run_dir))
+    run.check_new()
     env = _make_vec_env(config)  # fails early (unknown env, missing cost) before anything is written
     config = dataclasses.replace(config, sb3_safe_version=_package_version(), code_version=code_version())
     try:
