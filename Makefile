@@ -3,7 +3,8 @@
 # `make install` creates .venv if missing and installs, in this order: torch==2.13.0 (the CPU build; never
 # let pip pick a newer torch), the pinned stack (requirements/), safety-gymnasium 1.0.0 and bullet-safety-gym
 # 1.4.0 with --no-deps (their own pins conflict with the stack; the first needs its plugin's shim, the second
-# runs as is), then sb3-safe and every plugin under plugins/ in editable mode. A stamp file makes the second run a no-op until an input changes.
+# runs as is), then sb3-safe and every plugin under plugins/ in editable mode. A stamp file makes the second
+# run a no-op until an input changes.
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -26,3 +26,6 @@ def test_cvpo_trains_on_bullet_ball_circle_with_fsrl_settings(tmp_path: Path) ->
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["total_timesteps"] == 1200 and summary["training"]["episodes"] == 6  # 3 of 200 steps per env
     assert summary["evaluation"]["mean_length"] == 200.0
+    video = tmp_path / "ball.gif"
+    assert main(["eval", str(run_dir), "--episodes", "1", "--video", str(video), "--video-max-steps", "12"]) == 0
+    assert video.stat().st_size > 0  # pybullet's offscreen camera, through the plugin's render_mode support

@@ -1,11 +1,17 @@
 """Registering Bullet-Safety-Gym's tasks with Gymnasium, each wrapped so that its cost is a float.
 
 bullet-safety-gym 1.4.0 registers its tasks at import time with an entry point that returns the raw environment.
-That environment runs unchanged on gymnasium 1.x, with two rough edges that this module smooths over:
+That environment runs unchanged on gymnasium 1.x, with rough edges that this module smooths over:
 
 - ``info["cost"]`` is a Python ``int`` on most tasks (``float`` on some): :class:`FloatCost` makes it a float;
+- ``reset(seed=...)`` ignores the seed: initial states are drawn from NumPy's and Python's *global* random
+  generators, so seeded resets were not reproducible. :class:`SeededReset` seeds those two generators when a seed
+  is given (a process-wide side effect, the only lever the package offers; obstacle draws made at construction
+  stay outside its reach);
 - building the observation space casts infinite float64 bounds to float32, which NumPy reports as a
   ``RuntimeWarning: overflow encountered in cast`` on every ``make``: it is silenced while the env is built;
+- it predates Gymnasium's ``render_mode`` constructor argument (it renders with ``render(mode)``):
+  :class:`RenderMode` accepts ``render_mode="rgb_array"`` (videos, ``sb3-safe eval --video``);
 - its ``RedirectStream`` (which hides pybullet's C-level output while connecting) looks the C stream up by the
   Python stream's *name*, so it raises ``ValueError: ... undefined symbol`` whenever ``sys.stdout`` is not the
   original one (pytest's capture, Ray workers, notebooks): :class:`QuietCStream` replaces it.
@@ -21,11 +27,13 @@ import contextlib
 import ctypes
 import io
 import os
+import random
 import sys
 import warnings
 from typing import Any, SupportsFloat, TextIO
 
 import gymnasium as gym
+import numpy as np
 
 ORIGINAL_ENTRY_POINT = "bullet_safety_gym.envs.builder:EnvironmentBuilder"
 ENTRY_POINT = "sb3_safe_bullet_safety_gym.registration:make_bullet_env"
@@ -52,6 +60,44 @@ class FloatCost(gym.Wrapper):
         if "cost" in info:
             info["cost"] = float(info["cost"])
         return observation, reward, terminated, truncated, info
+
+
+class RenderMode(gym.Wrapper):
+    """Gymnasium's ``render_mode`` on an env whose ``render`` takes the mode as an argument (old Gym API)."""
+
+    def __init__(self, env: gym.Env, render_mode: str | None) -> None:
+        super().__init__(env)
+        self._render_mode = render_mode
+
+    @property
+    def render_mode(self) -> str | None:  # type: ignore[override]
+        return self._render_mode
+
+    def render(self) -> Any:
+        if self._render_mode is None:
+            return None
+        unwrapped: Any = self.env.unwrapped
+        return unwrapped.render(mode=self._render_mode)
+
+
+class SeededReset(gym.Wrapper):
+    """Makes ``reset(seed=s)`` reproducible by seeding the global RNGs bullet-safety-gym draws initial states from.
+
+    bullet-safety-gym 1.4.0 ignores the ``seed`` argument of ``reset`` and samples start poses, goals and obstacle
+    placements with ``numpy.random`` and ``random``. With a seed, this wrapper seeds both (and the env's own
+    ``np_random``) before the reset; without one, resets continue the global streams as before. Seeding is
+    process-wide: envs in one process share the two generators, as they already did.
+
+    Not covered: tasks with obstacles (Reach, Push, Gather) draw each obstacle's orientation and motion phase once,
+    when the env is built; seed ``numpy.random`` and ``random`` before ``gymnasium.make`` to fix those too.
+    """
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if seed is not None:
+            np.random.seed(seed)
+            random.seed(seed)
+            gym.Env.reset(self.unwrapped, seed=seed)  # sets the unused but expected env.np_random
+        return self.env.reset(seed=seed, options=options)
 
 
 class QuietCStream:
@@ -101,12 +147,19 @@ def _import_builder() -> Any:
     return builder
 
 
-def make_bullet_env(**kwargs: Any) -> gym.Env:
-    """Build a Bullet-Safety-Gym environment (``EnvironmentBuilder(**kwargs)``) with a float cost."""
+def make_bullet_env(render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+    """Build a Bullet-Safety-Gym environment (``EnvironmentBuilder(**kwargs)``) with a float cost and seeded resets.
+
+    Args:
+        render_mode: None, or ``"rgb_array"`` for ``render()`` to return camera images (``"human"`` opens
+            pybullet's GUI window).
+        **kwargs: The task's builder arguments (agent, task, obstacles, world), as registered.
+    """
     builder = _import_builder()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
-        return FloatCost(builder.EnvironmentBuilder(**kwargs))
+        env = builder.EnvironmentBuilder(**kwargs)
+    return RenderMode(FloatCost(SeededReset(env)), render_mode)
 
 
 def _package_specs() -> list[gym.envs.registration.EnvSpec]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import sb3_safe_bullet_safety_gym as plugin
 
 import sb3_safe
@@ -72,3 +73,16 @@ def test_quiet_c_stream_silences_the_file_descriptor(tmp_path) -> None:
             os.write(stream.fileno(), b"hidden\n")  # C-level writes go to /dev/null
         stream.write("after\n")
     assert out.read_text() == "before\nafter\n"
+
+
+def test_rgb_array_rendering_for_videos() -> None:
+    env = gym.make("SafetyBallCircle-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert env.render_mode == "rgb_array"
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.std() > 0
+    env.close()
+    plain = gym.make("SafetyBallCircle-v0")
+    plain.reset(seed=0)
+    assert plain.render() is None  # no render_mode: nothing rendered
+    plain.close()
