@@ -89,6 +89,10 @@ def _config_from_args(args: argparse.Namespace, algo: str, env: str, seed: int) 
     )
 
 
+def _format_numbers(value: float | list[float]) -> str:
+    return f"{value:.4g}" if isinstance(value, float | int) else "[" + ", ".join(f"{v:.4g}" for v in value) + "]"
+
+
 def _print_outcome(outcome: Any) -> None:
     run = outcome.run
     if outcome.status == "interrupted":
@@ -103,7 +107,7 @@ def _print_outcome(outcome: Any) -> None:
         f"last episodes' return {training['final_return']:.2f} and cost {training['final_cost']:.2f}"
     )
     if summary.get("duals"):
-        print("duals: " + ", ".join(f"{key}={value:.4g}" for key, value in summary["duals"].items()))
+        print("duals: " + ", ".join(f"{key}={_format_numbers(value)}" for key, value in summary["duals"].items()))
     print(f"\nEvaluation ({outcome.evaluation.n_episodes} deterministic episodes):")
     print(outcome.evaluation.table(limit=summary["cost_limit"]))
     print(f"\nRun directory: {run.root}")

@@ -256,7 +256,8 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run: RunDirectory, wandb_ru
             "final_cost": float(np.mean([row["cost"] for row in last])) if last else float("nan"),
         },
         "evaluation": evaluation.as_dict(config.cost_limit),
-        "duals": {key: float(value) for key, value in dict(getattr(model, "duals", {})).items()},
+        # a float per dual, or a list with one value per constraint (multi-constraint multipliers)
+        "duals": {key: np.asarray(value, dtype=float).squeeze().tolist() for key, value in _duals(model).items()},
     }
     run.write_json(run.summary_file, summary)
     if episodes:
@@ -277,6 +278,10 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run: RunDirectory, wandb_ru
     _finish_wandb(wandb_run)
     run.update_run_info(status="finished")
     return RunOutcome(run, "finished", int(model.num_timesteps), summary, evaluation)
+
+
+def _duals(model: BaseAlgorithm) -> dict[str, Any]:
+    return dict(getattr(model, "duals", {}))
 
 
 def _read_episodes(path: Path) -> list[dict[str, float]]:
