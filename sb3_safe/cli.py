@@ -168,14 +168,15 @@ def _model_and_config(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from sb3_safe.experiment.config import ConfigError
     from sb3_safe.experiment.runner import evaluate_policy_for
 
+    if args.episodes < 1 or args.video_episodes < 1:
+        raise ConfigError("--episodes and --video-episodes must be >= 1.")
     if args.video is not None:
         from sb3_safe.experiment.video import SUPPORTED_VIDEO_SUFFIXES
 
         if args.video.suffix not in SUPPORTED_VIDEO_SUFFIXES:
-            from sb3_safe.experiment.config import ConfigError
-
             raise ConfigError(f"--video {args.video}: use one of {', '.join(SUPPORTED_VIDEO_SUFFIXES)}.")
     model, config = _model_and_config(args)
     result = evaluate_policy_for(model, config, args.episodes, deterministic=not args.stochastic)

@@ -31,7 +31,7 @@ from sb3_safe.experiment.checkpoints import (
     read_checkpoint,
     write_checkpoint,
 )
-from sb3_safe.experiment.config import RunConfig, code_version
+from sb3_safe.experiment.config import ConfigError, RunConfig, code_version
 from sb3_safe.experiment.rundir import (
     EPISODE_FIELDS,
     EVALUATION_FIELDS,
@@ -317,6 +317,9 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], *, progress_bar: b
     config = dataclasses.replace(config, sb3_safe_version=_package_version(), code_version=code_version())
     try:
         model = _build_model(config, env)
+    except (TypeError, ValueError) as error:  # the algorithm refused this configuration or environment
+        env.close()
+        raise ConfigError(f"Cannot build {config.algo} for {config.env}: {error}") from error
     except Exception:
         env.close()
         raise

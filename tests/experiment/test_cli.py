@@ -308,6 +308,13 @@ def test_unanswering_ray_address_fails_fast_and_writes_nothing(tmp_path: Path, c
     assert not out.exists() and time.monotonic() - start < 30
 
 
+def test_discrete_actions_for_cvpo_is_a_clear_error_and_writes_nothing(capsys, tmp_path: Path) -> None:
+    run_dir = tmp_path / "discrete"
+    error = _error_of(capsys, "train", "--algo", "cvpo", "--env", "FrozenLake10x10Safe-v0", "--run-dir", str(run_dir))
+    assert "Cannot build CVPO for FrozenLake10x10Safe-v0" in error and "continuous" in error
+    assert not run_dir.exists()
+
+
 def test_cost_limit_for_a_linear_agent_is_refused(capsys) -> None:
     error = _error_of(capsys, "train", "--algo", "slucbqvi", "--env", "FrozenLake10x10Safe-v0", "--cost-limit", "1")
     assert "SLUCBQVI takes no cost limit" in error
