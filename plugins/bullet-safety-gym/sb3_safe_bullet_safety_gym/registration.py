@@ -68,6 +68,9 @@ class RenderMode(gym.Wrapper):
     def __init__(self, env: gym.Env, render_mode: str | None) -> None:
         super().__init__(env)
         self._render_mode = render_mode
+        seconds_per_step = getattr(env.unwrapped, "dt", None)  # physics time step x frame skip
+        if seconds_per_step:  # real-time playback for videos (10 fps for most tasks, 30 for the Ant)
+            self.metadata = {**env.metadata, "render_fps": round(1.0 / seconds_per_step)}
 
     @property
     def render_mode(self) -> str | None:  # type: ignore[override]

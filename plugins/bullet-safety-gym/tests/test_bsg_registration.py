@@ -79,7 +79,7 @@ def test_rgb_array_rendering_for_videos() -> None:
     env = gym.make("SafetyBallCircle-v0", render_mode="rgb_array")
     env.reset(seed=0)
     frame = env.render()
-    assert env.render_mode == "rgb_array"
+    assert env.render_mode == "rgb_array" and env.metadata["render_fps"] == 10  # 1/60 s physics steps x 6
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.std() > 0
     env.close()
     plain = gym.make("SafetyBallCircle-v0")
