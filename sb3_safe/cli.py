@@ -47,7 +47,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override hyperparameters; values are YAML (e.g. batch_size=512 'policy_kwargs={net_arch: [64, 64]}')",
     )
-    group.add_argument("--conf-file", type=Path, help="a YAML mapping of hyperparameters, applied before --hyperparams")
+    group.add_argument(
+        "--conf-file", type=Path, help="a YAML mapping of hyperparameters, applied before --hyperparams (merged)"
+    )
     group.add_argument("--preset", help="a named preset of the packaged YAML (e.g. orig_circle for CVPO)")
     group.add_argument("--env-kwargs", nargs="+", default=[], metavar="KEY=VALUE", help="arguments for every env")
     group.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every F env steps (0: only at the end)")

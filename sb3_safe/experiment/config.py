@@ -2,7 +2,8 @@
 
 Precedence, lowest first: the algorithm's packaged YAML (``sb3_safe/hyperparams``: defaults, then the task
 family), a user file (``--conf-file``), ``--hyperparams key=value`` overrides, then the dedicated flags
-(``--cost-limit``, ``--n-envs``, ``--n-timesteps``). The result is saved as ``config.yaml`` in the run directory
+(``--cost-limit``, ``--n-envs``, ``--n-timesteps``). Mappings such as ``policy_kwargs`` are merged key by key, as
+in the packaged files. The result is saved as ``config.yaml`` in the run directory
 and sent to W&B as the run config.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from sb3_safe.hyperparams import NOT_CONSTRUCTOR_ARGS, has_hyperparams, load_hyperparams, parse_yaml
+from sb3_safe.hyperparams import NOT_CONSTRUCTOR_ARGS, has_hyperparams, load_hyperparams, merge_params, parse_yaml
 from sb3_safe.registry import get_algorithm, list_algorithms
 
 DEFAULT_N_TIMESTEPS = 100_000
@@ -278,11 +279,11 @@ def build_config(
     if conf_file is not None:
         user = load_conf_file(conf_file)
         check_hyperparameter_keys(name, algorithm_class, user, str(conf_file))
-        params.update(user)
+        params = merge_params(params, user)
         sources.append(str(conf_file))
     pairs = dict(overrides) if isinstance(overrides, Mapping) else dict(parse_override(o) for o in overrides)
     check_hyperparameter_keys(name, algorithm_class, pairs, "--hyperparams")
-    params.update(pairs)
+    params = merge_params(params, pairs)
     if pairs:
         sources.append("--hyperparams " + " ".join(f"{k}={v}" for k, v in pairs.items()))
 

@@ -61,11 +61,12 @@ def _load_file(algorithm: str) -> dict[str, Any]:
     return parse_yaml(path.read_text(), str(path)) or {}
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_params(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``update``; nested mappings (e.g. ``policy_kwargs``) are merged key by key."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_params(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -103,17 +104,17 @@ def load_hyperparams(algorithm: str, env_id: str | None = None, preset: str | No
     family_name = _matching_family(config, env_id) if env_id is not None else None
     if family_name is not None:
         family = config["families"][family_name]
-        params = _merge(params, family.get("params", {}))
+        params = merge_params(params, family.get("params", {}))
         for task in family.get("tasks", []):
             if re.search(task["match"], env_id or ""):
-                params = _merge(params, task["params"])
+                params = merge_params(params, task["params"])
     if preset is not None:
         presets = config.get("presets", {})
         if preset not in presets:
             raise ValueError(
                 f"Unknown preset '{preset}' for {algorithm}. Known: {', '.join(sorted(presets)) or 'none'}."
             )
-        params = _merge(params, presets[preset])
+        params = merge_params(params, presets[preset])
     return params
 
 

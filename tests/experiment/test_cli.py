@@ -262,6 +262,9 @@ def test_conf_file_and_overrides_resolve_in_order() -> None:
     assert config.algo == "SACLag" and config.n_envs == 3 and config.cost_limit == 10.0
     assert config.hyperparams["batch_size"] == 64 and config.hyperparams["learning_rate"] == pytest.approx(3e-4)
     assert config.hyperparams["cost_limit"] == 10.0 and "n_envs" not in config.hyperparams
+    cvpo = build_config("cvpo", ENV, overrides=["policy_kwargs={net_arch: [64, 64]}"])
+    assert cvpo.hyperparams["policy_kwargs"]["net_arch"] == [64, 64]
+    assert cvpo.hyperparams["policy_kwargs"]["covariance"] == "diag"  # merged into the YAML's policy_kwargs
 
 
 def test_not_a_run_directory(capsys, tmp_path: Path) -> None:
