@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 from stable_baselines3 import SAC
@@ -122,6 +124,19 @@ def test_episode_history_records_return_cost_and_length(toy_env_id, tmp_path):
     history.to_csv(tmp_path / "episodes.csv")
     lines = (tmp_path / "episodes.csv").read_text().splitlines()
     assert lines[0] == "timestep,return,cost,length" and len(lines) == 4
+
+
+def test_episode_history_appends_each_episode_to_a_csv_file(toy_env_id, tmp_path):
+    from sb3_safe.common.callbacks import EpisodeHistoryCallback
+
+    path = tmp_path / "live.csv"
+    model = UnconstrainedSAC("MlpPolicy", toy_env_id, learning_starts=100, policy_kwargs={"net_arch": [8]})
+    history = EpisodeHistoryCallback(csv_path=path)
+    model.learn(40, callback=history)
+    model.learn(20, callback=history, reset_num_timesteps=False)  # the file is continued, not rewritten
+    with open(path, newline="") as handle:
+        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    assert rows == history.history and [row["timestep"] for row in rows] == [20.0, 40.0, 60.0]
 
 
 def test_eval_callback_logs_cost_during_training(toy_env_id, tmp_path):

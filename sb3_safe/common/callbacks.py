@@ -13,6 +13,7 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from sb3_safe.common.costs import EPISODE_COST_KEY, validate_cost_limit
 from sb3_safe.common.evaluation import SafeEvaluationResult, evaluate_safe_policy
+from sb3_safe.common.files import append_csv_row
 
 
 class SafeEvalCallback(EvalCallback):
@@ -104,26 +105,33 @@ class EpisodeHistoryCallback(BaseCallback):
 
     Reads ``info["episode"]`` (as filled by SB3's Monitor and sb3-safe's cost plumbing), so it works with
     any SB3 algorithm; the cost column needs a cost-aware monitor or a safe algorithm.
+
+    Args:
+        csv_path: If given, each episode is also appended to this CSV file as it finishes (flushed at once, so a
+            killed process loses none; an existing file is continued).
+        verbose: SB3's verbosity.
     """
 
     FIELDS = ("timestep", "return", "cost", "length")
 
-    def __init__(self, verbose: int = 0) -> None:
+    def __init__(self, csv_path: str | os.PathLike[str] | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
+        self.csv_path = csv_path
         self.history: list[dict[str, float]] = []
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
             episode = info.get("episode")
             if episode is not None:
-                self.history.append(
-                    {
-                        "timestep": float(self.num_timesteps),
-                        "return": float(episode["r"]),
-                        "cost": float(episode.get(EPISODE_COST_KEY, np.nan)),
-                        "length": float(episode["l"]),
-                    }
-                )
+                row = {
+                    "timestep": float(self.num_timesteps),
+                    "return": float(episode["r"]),
+                    "cost": float(episode.get(EPISODE_COST_KEY, np.nan)),
+                    "length": float(episode["l"]),
+                }
+                self.history.append(row)
+                if self.csv_path is not None:
+                    append_csv_row(self.csv_path, self.FIELDS, row)
         return True
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:

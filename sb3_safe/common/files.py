@@ -1,12 +1,15 @@
-"""Atomic file writes: a reader (or a process killed mid-write) sees the old file or the new one, never half of one."""
+"""File writes that survive a kill: atomic replacement (the old file or the new one, never half of one), and CSV rows
+appended and flushed one at a time."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -32,3 +35,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as temp:
         temp.write_text(text)
     return Path(path)
+
+
+def append_csv_row(path: str | os.PathLike[str], fields: Sequence[str], row: dict[str, Any]) -> None:
+    """Append one row (writing the header first if the file is new), flushed at once."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

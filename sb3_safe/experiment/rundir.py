@@ -25,7 +25,6 @@ import csv
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ from sb3_safe.common.files import atomic_path, atomic_write_text
 from sb3_safe.experiment.config import ConfigError, RunConfig
 from sb3_safe.hyperparams import parse_yaml
 
-EPISODE_FIELDS = ("timestep", "return", "cost", "length")
 EVALUATION_FIELDS = (
     "timestep",
     "mean_return",
@@ -179,16 +177,6 @@ class RunDirectory:
         info = {**self.read_json(self.run_file), **fields}
         self.write_json(self.run_file, info)
         return info
-
-
-def append_csv_row(path: Path, fields: Sequence[str], row: dict[str, Any]) -> None:
-    """Append one row (writing the header first if the file is new), flushed at once."""
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def truncate_csv(path: Path, column: str, max_value: float) -> int:

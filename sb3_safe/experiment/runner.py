@@ -11,6 +11,7 @@ import dataclasses
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,10 +21,9 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safe.common.callbacks import SafeEvalCallback
-from sb3_safe.common.costs import EPISODE_COST_KEY
+from sb3_safe.common.callbacks import EpisodeHistoryCallback, SafeEvalCallback
 from sb3_safe.common.evaluation import SafeEvaluationResult, evaluate_safe_policy
-from sb3_safe.common.files import atomic_path
+from sb3_safe.common.files import append_csv_row, atomic_path
 from sb3_safe.experiment.checkpoints import (
     RunCheckpointCallback,
     StopRequest,
@@ -33,11 +33,9 @@ from sb3_safe.experiment.checkpoints import (
 )
 from sb3_safe.experiment.config import ConfigError, RunConfig, code_version
 from sb3_safe.experiment.rundir import (
-    EPISODE_FIELDS,
     EVALUATION_FIELDS,
     RunDirectory,
     RunDirectoryError,
-    append_csv_row,
     truncate_csv,
 )
 from sb3_safe.registry import get_algorithm, make_env
@@ -77,27 +75,6 @@ class ResumableCSVOutputFormat(CSVOutputFormat):
         self.keys = header.split(",") if header else []
         self.separator, self.quotechar = ",", '"'
         self.file.seek(0, os.SEEK_END)
-
-
-class EpisodeLogCallback(BaseCallback):
-    """Appends every finished training episode to ``logs/episodes.csv`` (flushed at once, so a crash loses none)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-
-    def _on_step(self) -> bool:
-        for info in self.locals.get("infos", []):
-            episode = info.get("episode")
-            if episode is not None:
-                row = {
-                    "timestep": self.num_timesteps,
-                    "return": float(episode["r"]),
-                    "cost": float(episode.get(EPISODE_COST_KEY, np.nan)),
-                    "length": int(episode["l"]),
-                }
-                append_csv_row(self.path, EPISODE_FIELDS, row)
-        return True
 
 
 class EvaluationLogCallback(BaseCallback):
@@ -153,7 +130,7 @@ def _callbacks(
     config: RunConfig, run: RunDirectory, stop: StopRequest, extra: dict[str, Any], start_step: int
 ) -> tuple[CallbackList, RunCheckpointCallback]:
     checkpoint = RunCheckpointCallback(run, config.checkpoint_freq, stop, extra)
-    callbacks: list[BaseCallback] = [EpisodeLogCallback(run.episodes_csv), checkpoint]
+    callbacks: list[BaseCallback] = [EpisodeHistoryCallback(csv_path=run.episodes_csv), checkpoint]
     if config.eval_freq > 0:
         eval_env = make_env(config.env, **config.env_kwargs)
         eval_env.reset(seed=config.seed + 10_000)
@@ -205,6 +182,7 @@ def _learn(
     wandb_run: Any,
     progress_bar: bool,
     resuming: bool,
+    seconds: Callable[[], float],
 ) -> RunOutcome:
     extra = {"wandb_run_id": getattr(wandb_run, "id", None), "config_fingerprint": config.fingerprint()}
     model.set_logger(_build_logger(run, wandb_run))
@@ -226,7 +204,7 @@ def _learn(
             _finish_wandb(wandb_run, exit_code=1)
             return RunOutcome(run, "interrupted", checkpointer.last_checkpoint_step)
         write_checkpoint(model, run, extra)
-    return _finish(model, config, run, wandb_run)
+    return _finish(model, config, run, wandb_run, seconds)
 
 
 def _finish_wandb(wandb_run: Any, exit_code: int = 0) -> None:
@@ -236,7 +214,9 @@ def _finish_wandb(wandb_run: Any, exit_code: int = 0) -> None:
         finish_wandb(wandb_run, exit_code=exit_code)
 
 
-def _finish(model: BaseAlgorithm, config: RunConfig, run: RunDirectory, wandb_run: Any) -> RunOutcome:
+def _finish(
+    model: BaseAlgorithm, config: RunConfig, run: RunDirectory, wandb_run: Any, seconds: Callable[[], float]
+) -> RunOutcome:
     with atomic_path(run.model_file) as temp:
         model.save(temp)
     evaluation = evaluate_policy_for(model, config)
@@ -248,7 +228,7 @@ def _finish(model: BaseAlgorithm, config: RunConfig, run: RunDirectory, wandb_ru
         "seed": config.seed,
         "cost_limit": config.cost_limit,
         "total_timesteps": int(model.num_timesteps),
-        "train_seconds": round(float(run.read_json(run.run_file).get("train_seconds", 0.0)), 3),
+        "train_seconds": round(seconds(), 3),
         "training": {
             "cost_rate": float(getattr(model, "cost_rate", float("nan"))),
             "episodes": len(episodes),
@@ -333,20 +313,21 @@ def train(config: RunConfig, run_dir: str | os.PathLike[str], *, progress_bar: b
         config_fingerprint=config.fingerprint(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
-    return _timed(run, lambda: _learn(model, config, run, wandb_run, progress_bar, resuming=False))
+    return _timed(run, lambda seconds: _learn(model, config, run, wandb_run, progress_bar, False, seconds))
 
 
-def _timed(run: RunDirectory, body: Any) -> RunOutcome:
+def _timed(run: RunDirectory, body: Callable[[Callable[[], float]], RunOutcome]) -> RunOutcome:
+    """Run ``body(seconds)``, where ``seconds()`` is the run's training time so far (earlier sessions included)."""
     start = time.perf_counter()
     previous = float(run.read_json(run.run_file).get("train_seconds", 0.0))
+
+    def seconds() -> float:
+        return previous + time.perf_counter() - start
+
     try:
-        outcome = body()
+        return body(seconds)
     finally:
-        run.update_run_info(train_seconds=previous + time.perf_counter() - start)
-    if outcome.summary is not None:  # written inside body(), before the time was known
-        outcome.summary["train_seconds"] = round(previous + time.perf_counter() - start, 3)
-        run.write_json(run.summary_file, outcome.summary)
-    return outcome
+        run.update_run_info(train_seconds=seconds())
 
 
 def _package_version() -> str:
@@ -400,7 +381,7 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, progress_bar
         model.load_replay_buffer(buffer_path)
     wandb_run = _start_wandb(config, run, state.get("wandb_run_id") or info.get("wandb_run_id"), resume=True)
     run.update_run_info(resumed_from=step, resumes=int(info.get("resumes", 0)) + 1)
-    return _timed(run, lambda: _learn(model, config, run, wandb_run, progress_bar, resuming=True))
+    return _timed(run, lambda seconds: _learn(model, config, run, wandb_run, progress_bar, True, seconds))
 
 
 def load_run_model(run: RunDirectory, config: RunConfig) -> BaseAlgorithm:

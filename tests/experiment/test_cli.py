@@ -84,7 +84,8 @@ def test_train_writes_the_documented_run_directory(finished_run: Path) -> None:
     assert list((finished_run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     state = json.loads((finished_run / "checkpoints" / "state.json").read_text())
     assert state["num_timesteps"] == 2000 and (finished_run / "checkpoints" / state["replay_buffer"]).is_file()
-    assert json.loads((finished_run / "run.json").read_text())["status"] == "finished"
+    info = json.loads((finished_run / "run.json").read_text())
+    assert info["status"] == "finished" and 0 < summary["train_seconds"] <= info["train_seconds"]
     wandb_runs = find_offline_runs(finished_run / "wandb")
     assert len(wandb_runs) == 1
     offline = read_offline_run(wandb_runs[0], wait=10)
