@@ -54,18 +54,35 @@ def test_every_key_is_a_cvpo_argument(toy_env_id, env_id, preset):
     assert model.n_samples == params["n_samples"] and model.gamma == params["gamma"]
 
 
+@pytest.mark.parametrize("env_id", ["SafetyPointGoal1-v0", "SafetyPointCircle1-v0", "SafetyBallCircle-v0"])
 @pytest.mark.parametrize(
     ("algorithm", "preset"),
     [("sac_lag", None), ("sac_lag", "orig_pid"), ("td3_lag", None), ("td3_lag", "orig_pid"), ("ppo_lag", None)],
 )
-def test_every_key_is_an_argument_of_the_lagrangian_baselines(toy_env_id, algorithm, preset):
+def test_every_key_is_an_argument_of_the_lagrangian_baselines(toy_env_id, env_id, algorithm, preset):
     from sb3_safe.lagrangian import PPOLag, SACLag, TD3Lag
 
     cls = {"sac_lag": SACLag, "td3_lag": TD3Lag, "ppo_lag": PPOLag}[algorithm]
-    params, run = split_run_settings(load_hyperparams(algorithm, "SafetyPointGoal1-v0", preset=preset))
-    assert set(run) == {"n_envs"}
+    params, run = split_run_settings(load_hyperparams(algorithm, env_id, preset=preset))
+    assert set(run) == {"n_envs", "n_timesteps"} and not set(run) & set(params)
     params["policy_kwargs"]["net_arch"] = [8]
     small = {"n_steps": 32, "batch_size": 16} if algorithm == "ppo_lag" else {"buffer_size": 100}
     model = cls(env=toy_env_id, **{**params, **small})
-    assert model.gamma == params["gamma"] == (0.995 if preset is None else 0.99)  # navigation family, or the preset
+    bullet = env_id == "SafetyBallCircle-v0" and preset is None and algorithm != "ppo_lag"
+    assert model.gamma == params["gamma"] == (0.97 if bullet else 0.99)  # FSRL: 0.97 on Bullet, else 0.99
+    assert model.cost_limit[0] == (10.0 if env_id == "SafetyBallCircle-v0" else 25.0)
     assert model.duals["lambda"].shape == (1,)
+    if preset is None:  # FSRL's PID gains, on the measured episode costs
+        assert model.lagrange_method == "pid" and (model.lagrange.kp, model.lagrange.kd) == (0.05, 0.1)
+        assert getattr(model, "lagrange_cost_source", "episodes") == "episodes"
+
+
+def test_off_policy_baselines_share_cvpos_networks_batch_and_update_to_data_ratio():
+    cvpo, _ = split_run_settings(load_hyperparams("cvpo", "SafetyBallCircle-v0"))
+    for algorithm in ("sac_lag", "td3_lag"):
+        params, run = split_run_settings(load_hyperparams(algorithm, "SafetyBallCircle-v0"))
+        for key in ("batch_size", "utd_ratio", "train_freq", "buffer_size", "n_steps", "gamma", "cost_limit"):
+            assert params[key] == cvpo[key], (algorithm, key)
+        assert params["policy_kwargs"]["net_arch"] == cvpo["policy_kwargs"]["net_arch"]
+    ppo, run = split_run_settings(load_hyperparams("ppo_lag", "SafetyBallCircle-v0"))
+    assert ppo["n_steps"] * run["n_envs"] == 20 * 200  # about 20 episodes of 200 steps per rollout, as FSRL

@@ -58,8 +58,38 @@ class ToyConstrainedEnv(gym.Env):
         return self._obs(), reward, False, False, info
 
 
+class ToyTradeoffEnv(gym.Env):
+    """A CMDP whose unconstrained optimum violates its limit: reward a and cost max(a, 0) per step, a in [-1, 1].
+
+    The observation is the fraction of the episode left. Unconstrained, a = 1 earns the whole horizon in reward and
+    in cost; under a per-episode limit d the best policy spends a = d / horizon on average.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(self, horizon: int = 20) -> None:
+        self.horizon = horizon
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.t = 0
+
+    def _obs(self) -> np.ndarray:
+        return np.array([1.0 - self.t / self.horizon], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        a = float(np.clip(action, -1.0, 1.0)[0])
+        self.t += 1
+        return self._obs(), a, False, False, {"cost": max(a, 0.0)}
+
+
 TOY_ID = "ToyConstrained-v0"
 TOY_HORIZON = 20
+TRADEOFF_ID = "ToyTradeoff-v0"
 
 
 def register_toy_envs() -> list[str]:
@@ -73,6 +103,8 @@ def register_toy_envs() -> list[str]:
     for env_id, kwargs in variants.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=ToyConstrainedEnv, kwargs=kwargs, max_episode_steps=TOY_HORIZON)
+    if TRADEOFF_ID not in gym.registry:
+        gym.register(TRADEOFF_ID, entry_point=ToyTradeoffEnv, max_episode_steps=TOY_HORIZON)
     if "ToyNoHorizon-v0" not in gym.registry:
         gym.register("ToyNoHorizon-v0", entry_point=ToyConstrainedEnv)
-    return [*variants, "ToyNoHorizon-v0"]
+    return [*variants, TRADEOFF_ID, "ToyNoHorizon-v0"]

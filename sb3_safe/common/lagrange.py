@@ -14,6 +14,7 @@ critic's value against its threshold):
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -133,3 +134,41 @@ class LagrangeMultiplier(nn.Module):
                 self.raw.clamp_(max=self.max_value)
         self.updates += 1
         return self.value
+
+
+class EpisodeCostWindow:
+    """The episode costs a multiplier update reads: those of the episodes finished since the last update.
+
+    Primal-dual agents that drive lambda from measured episode costs (PPO-Lag; SAC-Lag and TD3-Lag as in FSRL and
+    OmniSafe) add each finished training episode's per-constraint cost with :meth:`add` and read the mean with
+    :meth:`take`. With no new episode, :meth:`take` can fall back to the mean of the last ``window`` episodes.
+
+    Args:
+        n_constraints: Number of constraints m.
+        window: Episodes kept for the fallback.
+    """
+
+    def __init__(self, n_constraints: int, window: int = 100) -> None:
+        if window < 1:
+            raise ValueError(f"The episode cost window must hold at least one episode, got window={window}.")
+        self.n_constraints = n_constraints
+        self.pending: list[np.ndarray] = []
+        self.recent: deque[np.ndarray] = deque(maxlen=window)
+
+    def add(self, episode_costs: np.ndarray) -> None:
+        """Note one finished episode's per-constraint costs ``(m,)``."""
+        costs = np.asarray(episode_costs, dtype=np.float64).reshape(self.n_constraints)
+        self.pending.append(costs)
+        self.recent.append(costs)
+
+    def take(self, fallback: bool = True) -> np.ndarray | None:
+        """Mean cost ``(m,)`` of the episodes added since the last call (then forgotten); without any, the recent
+        window's mean if ``fallback``, else None. None when no episode was ever added."""
+        episodes = self.pending or (list(self.recent) if fallback else [])
+        self.pending = []
+        return np.mean(np.stack(episodes), axis=0) if episodes else None
+
+    def clear(self) -> None:
+        """Forget every episode (a new ``learn`` that resets the step counter)."""
+        self.pending = []
+        self.recent.clear()

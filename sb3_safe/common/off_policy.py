@@ -16,6 +16,22 @@ from sb3_safe.common.buffers import (
 from sb3_safe.common.safe_algorithm import SafeAlgorithmMixin
 
 
+def resolve_utd_ratio(utd_ratio: float | None, gradient_steps: int | None, default: float | None) -> float | None:
+    """The update-to-data ratio (gradient steps per environment step collected), checked; None: SB3's
+    ``gradient_steps`` decides.
+
+    Raises:
+        ValueError: If both are given, or the ratio is not > 0.
+    """
+    if utd_ratio is not None and gradient_steps is not None:
+        raise ValueError("Pass either utd_ratio (gradient steps per env step) or gradient_steps, not both.")
+    if utd_ratio is None and gradient_steps is None:
+        utd_ratio = default
+    if utd_ratio is not None and not utd_ratio > 0:
+        raise ValueError(f"utd_ratio must be > 0 (gradient steps per env step collected, e.g. 0.2), got {utd_ratio}.")
+    return utd_ratio
+
+
 class SafeOffPolicyAlgorithm(SafeAlgorithmMixin, OffPolicyAlgorithm):
     """SB3's :class:`OffPolicyAlgorithm` whose replay buffer stores costs beside rewards.
 
@@ -26,7 +42,22 @@ class SafeOffPolicyAlgorithm(SafeAlgorithmMixin, OffPolicyAlgorithm):
     To give an SB3 algorithm the cost plumbing, put this class first in its bases, e.g.
     ``class MySAC(SafeOffPolicyAlgorithm, SAC)``. See :class:`SafeAlgorithmMixin` for ``cost_limit``,
     ``n_costs`` and the logged safety metrics.
+
+    Subclasses that take an update-to-data ratio set ``utd_ratio`` (see :func:`resolve_utd_ratio`), pass SB3
+    ``gradient_steps=-1`` and call :meth:`_scaled_gradient_steps` at the top of ``train()``.
     """
+
+    utd_ratio: float | None = None
+    _gradient_step_carry: float = 0.0
+
+    def _scaled_gradient_steps(self, gradient_steps: int) -> int:
+        """With ``utd_ratio``, the env steps just collected times the ratio (fractions carried over), else as given."""
+        if self.utd_ratio is None:
+            return gradient_steps
+        self._gradient_step_carry += self.utd_ratio * gradient_steps
+        steps = int(self._gradient_step_carry)
+        self._gradient_step_carry -= steps
+        return steps
 
     def _setup_model(self) -> None:
         self.replay_buffer_kwargs = {**self.replay_buffer_kwargs}  # never write into the caller's dict

@@ -19,7 +19,7 @@ from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_
 
 from sb3_safe.common.buffers import CostReplayBufferSamples
 from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of, per_constraint_keys
-from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm
+from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm, resolve_utd_ratio
 from sb3_safe.cvpo.estep import EStepWarmStart, NonFiniteQError, solve_estep
 from sb3_safe.cvpo.gaussian import Gaussian, WeightedMoments, decoupled_kl, expected_log_prob
 from sb3_safe.cvpo.policies import CostCritics, CVPOPolicy, GaussianActor, MlpPolicy, MultiInputPolicy
@@ -152,12 +152,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
-        if utd_ratio is not None and gradient_steps is not None:
-            raise ValueError("Pass either utd_ratio (gradient steps per env step) or gradient_steps, not both.")
-        if utd_ratio is None and gradient_steps is None:
-            utd_ratio = 0.2
-        if utd_ratio is not None and utd_ratio <= 0:
-            raise ValueError(f"utd_ratio must be > 0, got {utd_ratio}.")
+        utd_ratio = resolve_utd_ratio(utd_ratio, gradient_steps, default=0.2)
         if estep_kl <= 0 or kl_mean <= 0 or kl_cov <= 0:
             raise ValueError(
                 f"KL bounds must be > 0 (got estep_kl={estep_kl}, kl_mean={kl_mean}, kl_cov={kl_cov}): they are "
@@ -302,10 +297,7 @@ class CVPO(SafeOffPolicyAlgorithm):
 
     def train(self, gradient_steps: int, batch_size: int = 256) -> None:
         """Run CVPO updates; with ``utd_ratio``, ``gradient_steps`` (the env steps just collected) is scaled by it."""
-        if self.utd_ratio is not None:
-            self._gradient_step_carry += self.utd_ratio * gradient_steps
-            gradient_steps = int(self._gradient_step_carry)
-            self._gradient_step_carry -= gradient_steps
+        gradient_steps = self._scaled_gradient_steps(gradient_steps)
         if gradient_steps <= 0:
             return
         self.policy.set_training_mode(True)

@@ -6,7 +6,6 @@ multiplier lambda_j >= 0 follows the measured episode cost of its constraint aga
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -14,15 +13,13 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance
-from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safe.common.buffers import CostRolloutBufferSamples
 from sb3_safe.common.costs import per_constraint_keys
-from sb3_safe.common.lagrange import LagrangeMultiplier
+from sb3_safe.common.lagrange import EpisodeCostWindow, LagrangeMultiplier
 from sb3_safe.common.on_policy import SafeOnPolicyAlgorithm
 from sb3_safe.common.policies import SafeActorCriticPolicy, SafeMultiInputActorCriticPolicy
 
@@ -153,8 +150,7 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
         self.lagrange_lr = lagrange_lr
         self.lagrange_init = lagrange_init
         self.lagrange_kwargs = {"parameterization": "projected", **(lagrange_kwargs or {})}
-        self._rollout_episode_costs: list[np.ndarray] = []
-        self._recent_episode_costs: deque[np.ndarray] = deque(maxlen=stats_window_size)
+        self.episode_cost_window = EpisodeCostWindow(n_costs, stats_window_size)
         if cost_gae_lambda is not None:
             rollout_buffer_kwargs = {**(rollout_buffer_kwargs or {}), "cost_gae_lambda": cost_gae_lambda}
         super().__init__(
@@ -207,35 +203,19 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True):
-            self._recent_episode_costs.clear()
+            self.episode_cost_window.clear()
         return super()._setup_learn(total_timesteps, *args, **kwargs)
 
     def _on_episode_costs(self, episode_costs: np.ndarray) -> None:
-        self._rollout_episode_costs.append(episode_costs)
-        self._recent_episode_costs.append(episode_costs)
+        self.episode_cost_window.add(episode_costs)
         super()._on_episode_costs(episode_costs)
 
-    def collect_rollouts(
-        self,
-        env: VecEnv,
-        callback: BaseCallback,
-        rollout_buffer: RolloutBuffer,
-        n_rollout_steps: int,
-    ) -> bool:
-        """Collect a rollout (see :class:`SafeOnPolicyAlgorithm`), noting the episode costs that end in it."""
-        self._rollout_episode_costs = []
-        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-
-    def _episode_cost_for_lambda(self) -> np.ndarray | None:
-        """Mean per-constraint cost of the episodes ended in this rollout, else of the recent window, else None."""
-        episodes = self._rollout_episode_costs or list(self._recent_episode_costs)
-        if not episodes:
-            return None
-        return np.mean(np.stack(episodes), axis=0)
-
     def _update_lambda(self) -> np.ndarray | None:
-        """One multiplier step from the episode cost J_c against the limit d; returns J_c (None: no episode yet)."""
-        episode_cost = self._episode_cost_for_lambda()
+        """One multiplier step from the episode cost J_c against the limit d; returns J_c (None: no episode yet).
+
+        J_c is the mean cost of the episodes that ended in this rollout, else of the recent window.
+        """
+        episode_cost = self.episode_cost_window.take(fallback=True)
         if episode_cost is not None:
             assert self.cost_limit is not None
             self.lagrange.update(episode_cost, self.cost_limit)
@@ -389,9 +369,6 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_rollout_episode_costs"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()

@@ -26,9 +26,10 @@ class SACLag(LagrangianOffPolicyAlgorithm, SAC):
     Per gradient step: the reward critics regress onto the soft target
     ``r + gamma (1 - terminated) (min_k Qbar_k(s', a') - alpha log pi(a'|s'))``, a' ~ pi(.|s'); each cost ensemble onto
     ``c_j + gamma (1 - terminated) max_k Qbar_c,j,k(s', a')`` with the same a'; the actor minimises
-    ``E_s[alpha log pi(a|s) - min_k Q_k(s, a) + sum_j lambda_j Q_c,j(s, a)]``, a ~ pi(.|s) (reparameterised), and
-    alpha follows SB3's entropy tuning. Once per ``train()`` call lambda is updated on
-    ``mean Q_c(s, a) - eps`` (PID by default: Stooke, Achiam & Abbeel, ICML 2020).
+    ``E_s[alpha log pi(a|s) - min_k Q_k(s, a) + sum_j lambda_j Q_c,j(s, a)] / (1 + sum_j lambda_j)``, a ~ pi(.|s)
+    (reparameterised), and alpha follows SB3's entropy tuning. Once per ``train()`` call lambda is updated on the
+    finished training episodes' mean cost against the limit, as FSRL and OmniSafe do (or on ``mean Q_c(s, a) - eps``
+    with ``lagrange_cost_source="critic"``; PID by default: Stooke, Achiam & Abbeel, ICML 2020).
 
     References: Ha et al., "Learning to Walk in the Real World with Minimal Human Effort", CoRL 2020;
     Yang et al., "WCSAC", AAAI 2021 (SAC-Lag as its baseline).
@@ -42,8 +43,11 @@ class SACLag(LagrangianOffPolicyAlgorithm, SAC):
         episode_length: The fixed horizon T (default: the env's ``max_episode_steps``).
         lagrange_method: ``"pid"`` (default) or ``"gradient"``.
         lagrange_kwargs: Further :class:`~sb3_safe.common.lagrange.LagrangeMultiplier` arguments.
+        lagrange_cost_source: ``"episodes"`` (default) or ``"critic"``; see
+            :class:`~sb3_safe.lagrangian.off_policy.LagrangianOffPolicyAlgorithm`.
         n_cost_critics: Members of each cost ensemble (reduced by max).
-        kwargs: SB3 ``SAC`` arguments (``learning_rate``, ``batch_size``, ``ent_coef``, ``policy_kwargs``...).
+        kwargs: SB3 ``SAC`` arguments (``learning_rate``, ``batch_size``, ``ent_coef``, ``policy_kwargs``...) and the
+            off-policy Lagrangian ones (``utd_ratio``, ``critic_learning_rate``, ``lagrange_rescaling``).
     """
 
     continuous_actions_only: ClassVar[bool] = True
@@ -64,15 +68,16 @@ class SACLag(LagrangianOffPolicyAlgorithm, SAC):
         return alpha, loss.item()
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """``gradient_steps`` SAC-Lag updates, then one multiplier update and the logs."""
+        """``gradient_steps`` SAC-Lag updates (scaled by ``utd_ratio`` if set), then one multiplier update and logs."""
+        gradient_steps = self._scaled_gradient_steps(gradient_steps)
         if gradient_steps <= 0:
             return
         self.policy.set_training_mode(True)
         self._set_cost_critics_training_mode(True)
-        optimizers = [self.actor.optimizer, self.critic.optimizer, self.cost_critics.optimizer]
+        optimizers = [self.actor.optimizer]
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
-        self._update_learning_rate(optimizers)
+        self._update_learning_rates(optimizers)
         mse = th.nn.functional.mse_loss
         alphas: list[float] = []
         alpha_losses: list[float] = []
@@ -109,8 +114,8 @@ class SACLag(LagrangianOffPolicyAlgorithm, SAC):
             cost_losses.append(self._cost_critic_step(data, next_actions, discounts))
 
             # Actor: SAC's loss plus the Lagrangian penalty.
-            penalty, qc_mean = self._cost_penalty(obs, actions_pi)
-            actor_loss = (alpha * log_prob - min_q(self.critic, obs, actions_pi)).mean() + penalty
+            reward_loss = (alpha * log_prob - min_q(self.critic, obs, actions_pi)).mean()
+            actor_loss, qc_mean = self._lagrangian_actor_loss(reward_loss, obs, actions_pi)
             self.actor.optimizer.zero_grad()
             actor_loss.backward()
             self.actor.optimizer.step()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch as th
 from stable_baselines3 import TD3
+from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.utils import polyak_update
 
 from sb3_safe.common.buffers import CostReplayBufferSamples
@@ -20,9 +21,10 @@ class TD3Lag(LagrangianOffPolicyAlgorithm, TD3):
     Per gradient step, with the smoothed target action ``a' = clip(mu_targ(s') + clip(N(0, sigma), -c, c), -1, 1)``:
     the reward critics regress onto ``r + gamma (1 - terminated) min_k Qbar_k(s', a')``, each cost ensemble onto
     ``c_j + gamma (1 - terminated) max_k Qbar_c,j,k(s', a')``; every ``policy_delay`` steps the actor minimises
-    ``E_s[-Q_1(s, mu(s)) + sum_j lambda_j Q_c,j(s, mu(s))]`` and all targets move by Polyak averaging. Once per
-    ``train()`` call lambda is updated on ``mean Q_c(s, mu(s)) - eps`` (PID by default: Stooke, Achiam & Abbeel,
-    ICML 2020; the CVPO paper's TD3-Lag baseline, Liu et al. 2022).
+    ``(E_s[-Q_1(s, mu(s)) + sum_j lambda_j Q_c,j(s, mu(s))]) / (1 + sum_j lambda_j)`` and all targets move by Polyak
+    averaging. Once per ``train()`` call lambda is updated on the finished training episodes' mean cost against the
+    limit (or on ``mean Q_c(s, mu(s)) - eps``; PID by default: Stooke, Achiam & Abbeel, ICML 2020; the CVPO paper's
+    TD3-Lag baseline, Liu et al. 2022).
 
     Args:
         policy: ``"MlpPolicy"``, ``"MultiInputPolicy"`` or an SB3 ``TD3Policy`` class.
@@ -33,19 +35,37 @@ class TD3Lag(LagrangianOffPolicyAlgorithm, TD3):
         episode_length: The fixed horizon T (default: the env's ``max_episode_steps``).
         lagrange_method: ``"pid"`` (default) or ``"gradient"``.
         lagrange_kwargs: Further :class:`~sb3_safe.common.lagrange.LagrangeMultiplier` arguments.
+        lagrange_cost_source: ``"episodes"`` (default) or ``"critic"``; see
+            :class:`~sb3_safe.lagrangian.off_policy.LagrangianOffPolicyAlgorithm`.
         n_cost_critics: Members of each cost ensemble (reduced by max).
-        kwargs: SB3 ``TD3`` arguments (``learning_rate``, ``policy_delay``, ``target_policy_noise``...).
+        action_noise_std: Standard deviation of Gaussian exploration noise on the normalised action (a YAML-friendly
+            ``action_noise=NormalActionNoise(0, std)``; FSRL's DDPG-Lag uses 0.1). None: SB3's ``action_noise``.
+        kwargs: SB3 ``TD3`` arguments (``learning_rate``, ``policy_delay``, ``target_policy_noise``...) and the
+            off-policy Lagrangian ones (``utd_ratio``, ``critic_learning_rate``, ``lagrange_rescaling``).
     """
 
     continuous_actions_only: ClassVar[bool] = True
 
+    def __init__(self, policy: Any, env: Any, *args: Any, action_noise_std: float | None = None, **kwargs: Any) -> None:
+        if action_noise_std is not None:
+            if kwargs.get("action_noise") is not None:
+                raise ValueError("Pass either action_noise_std or action_noise, not both.")
+            if not action_noise_std > 0:
+                raise ValueError(f"action_noise_std must be > 0 (e.g. 0.1), got {action_noise_std}.")
+        self.action_noise_std = action_noise_std
+        super().__init__(policy, env, *args, **kwargs)
+        if action_noise_std is not None:
+            dim = int(np.prod(self.action_space.shape))  # type: ignore[arg-type]
+            self.action_noise = NormalActionNoise(np.zeros(dim), np.full(dim, action_noise_std))
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        """``gradient_steps`` TD3-Lag updates, then one multiplier update and the logs."""
+        """``gradient_steps`` TD3-Lag updates (scaled by ``utd_ratio`` if set), then one multiplier update and logs."""
+        gradient_steps = self._scaled_gradient_steps(gradient_steps)
         if gradient_steps <= 0:
             return
         self.policy.set_training_mode(True)
         self._set_cost_critics_training_mode(True)
-        self._update_learning_rate([self.actor.optimizer, self.critic.optimizer, self.cost_critics.optimizer])
+        self._update_learning_rates([self.actor.optimizer])
         mse = th.nn.functional.mse_loss
         actor_losses: list[float] = []
         critic_losses: list[float] = []
@@ -76,8 +96,8 @@ class TD3Lag(LagrangianOffPolicyAlgorithm, TD3):
             if self._n_updates % self.policy_delay == 0:
                 # Delayed actor: deterministic policy gradient on Q_1 plus the Lagrangian penalty.
                 actions_pi = self.actor(obs)
-                penalty, qc_mean = self._cost_penalty(obs, actions_pi)
-                actor_loss = -self.critic.q1_forward(obs, actions_pi).mean() + penalty  # type: ignore[arg-type]
+                reward_loss = -self.critic.q1_forward(obs, actions_pi).mean()  # type: ignore[arg-type]
+                actor_loss, qc_mean = self._lagrangian_actor_loss(reward_loss, obs, actions_pi)
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
                 self.actor.optimizer.step()

@@ -1,4 +1,4 @@
-"""SAC-Lag and TD3-Lag: the multiplier follows the cost critic, logs, save/load, resumption and bad input."""
+"""SAC-Lag and TD3-Lag: the multiplier follows the episodes or the cost critic, logs, save/load and bad input."""
 
 from __future__ import annotations
 
@@ -65,10 +65,11 @@ def _set_cost_critic_output(model: SACLag | TD3Lag, value: float) -> None:
 @pytest.mark.parametrize("cls", ALGORITHMS)
 @pytest.mark.parametrize("method", ["pid", "gradient"])
 def test_lambda_rises_above_the_threshold_and_stays_zero_far_below(toy_env_id, cls, method):
-    model = cls("MlpPolicy", toy_env_id, cost_limit=1.0, lagrange_method=method, seed=0, **FAST)
+    critic = {"lagrange_cost_source": "critic", "lagrange_method": method}
+    model = cls("MlpPolicy", toy_env_id, cost_limit=1.0, seed=0, **critic, **FAST)
     model.learn(60)  # fills the buffer past learning_starts
     assert model.cost_threshold[0] == pytest.approx(1.0 * (1 - 0.99**20) / (0.01 * 20))
-    below = cls("MlpPolicy", toy_env_id, cost_limit=1.0, lagrange_method=method, seed=0, **FAST)
+    below = cls("MlpPolicy", toy_env_id, cost_limit=1.0, seed=0, **critic, **FAST)
     below.learn(60)
     # Far below: Q_c = -50 against eps = 0.91 -> lambda stays 0 for PID and for the projected gradient.
     for _ in range(3):
@@ -90,14 +91,64 @@ def test_lambda_rises_above_the_threshold_and_stays_zero_far_below(toy_env_id, c
 @pytest.mark.parametrize("cls", ALGORITHMS)
 def test_forced_costs_raise_lambda_through_the_learned_cost_critic(toy_env_id, cls):
     env = DummyVecEnv([lambda: AlwaysCost(gym.make(toy_env_id)) for _ in range(2)])
-    model = cls("MlpPolicy", env, cost_limit=0.5, seed=3, learning_rate=3e-3, **{**FAST, "learning_starts": 20})
+    critic = {"lagrange_cost_source": "critic"}
+    model = cls(
+        "MlpPolicy", env, cost_limit=0.5, seed=3, learning_rate=3e-3, **critic, **{**FAST, "learning_starts": 20}
+    )
     model.learn(200)
     # Each step costs 1, so Q_c >= 1 > eps = 0.46 once the critic has learnt the immediate cost.
     assert model.logger.name_to_value["train/qc_mean"] > model.cost_threshold[0]
     assert model.duals["lambda"][0] > 0.0
-    far = cls("MlpPolicy", make_vec_env(toy_env_id, n_envs=2, seed=3), cost_limit=1000.0, seed=3, **FAST)
+    far = cls("MlpPolicy", make_vec_env(toy_env_id, n_envs=2, seed=3), cost_limit=1000.0, seed=3, **critic, **FAST)
     far.learn(200)
     assert far.duals["lambda"][0] == 0.0
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_episode_source_updates_lambda_from_the_episodes_finished_since_the_last_update(toy_env_id, cls):
+    model = cls("MlpPolicy", toy_env_id, cost_limit=5.0, lagrange_kwargs={"kp": 0.1, "ki": 0.01, "kd": 0.0}, **FAST)
+    model.learn(60)
+    model.lagrange = type(model.lagrange)(1, method="pid", kp=0.1, ki=0.01, kd=0.0)  # a fresh multiplier
+    window = model.episode_cost_window
+    window.pending = [np.array([10.0]), np.array([20.0])]  # mean 15 against the limit 5: error 10
+    model.train(gradient_steps=2, batch_size=16)
+    assert model.duals["lambda"][0] == pytest.approx(0.1 * 10 + 0.01 * 10)
+    assert model.logger.name_to_value["train/ep_cost_for_lambda"] == pytest.approx(15.0)
+    assert window.pending == []
+    model.train(gradient_steps=2, batch_size=16)  # no episode finished since: no update
+    assert model.duals["lambda"][0] == pytest.approx(1.1)
+    window.pending = [np.array([0.0])]  # error -5: the integral shrinks to 5, lambda = max(0, -0.5 + 0.05)
+    model.train(gradient_steps=2, batch_size=16)
+    assert model.duals["lambda"][0] == 0.0
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_finished_training_episodes_reach_the_multiplier(toy_env_id, cls):
+    model = cls("MlpPolicy", make_vec_env(toy_env_id, n_envs=2, seed=0), cost_limit=1.0, seed=0, **FAST)
+    model.learn(40)  # 20 steps per env, horizon 20: each env finishes one episode, before any training
+    costs = sorted(float(c[0]) for c in model.episode_cost_window.pending)
+    assert costs == pytest.approx(sorted(info["c"] for info in model.ep_info_buffer)) and len(costs) == 2
+
+
+@pytest.mark.parametrize("cls", ALGORITHMS)
+def test_utd_ratio_scales_the_gradient_steps_and_critics_take_their_own_learning_rate(toy_env_id, cls):
+    env = make_vec_env(toy_env_id, n_envs=2, seed=0)
+    model = cls("MlpPolicy", env, cost_limit=1.0, train_freq=10, utd_ratio=0.15, critic_learning_rate=2e-3, **FAST)
+    model.learn(200)  # 10 collections of 20 env steps; training starts after the first two (learning_starts 40)
+    assert model._n_updates == int(0.15 * 20 * 8)  # 3 per collection, the 0.0 carry never reaching a 4th
+    assert model.critic.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)
+    assert model.cost_critics.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)
+    assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(model.learning_rate)
+    assert model.logger.name_to_value["train/critic_learning_rate"] == pytest.approx(2e-3)
+
+
+def test_td3_lag_takes_gaussian_exploration_noise_by_its_std(toy_env_id):
+    model = TD3Lag("MlpPolicy", toy_env_id, cost_limit=1.0, action_noise_std=0.1, **FAST)
+    assert np.allclose(model.action_noise._sigma, 0.1) and model.action_noise._sigma.shape == (1,)
+    with pytest.raises(ValueError, match="action_noise_std or action_noise"):
+        TD3Lag("MlpPolicy", toy_env_id, action_noise_std=0.1, action_noise=model.action_noise, **FAST)
+    with pytest.raises(ValueError, match=r"action_noise_std must be > 0"):
+        TD3Lag("MlpPolicy", toy_env_id, action_noise_std=0.0, **FAST)
 
 
 @pytest.mark.parametrize("cls", ALGORITHMS)
@@ -198,6 +249,9 @@ def test_save_load_keeps_predictions_duals_optimizers_and_the_next_train_step(to
         ({"lagrange_method": "newton"}, ValueError, r"lagrange_method must be one of"),
         ({"lagrange_kwargs": {"method": "pid"}}, ValueError, r"lagrange_kwargs may not set"),
         ({"n_cost_critics": 0}, ValueError, r"n_cost_critics must be >= 1"),
+        ({"lagrange_cost_source": "q"}, ValueError, r"lagrange_cost_source must be one of \('episodes', 'critic'\)"),
+        ({"utd_ratio": 0.2, "gradient_steps": 4}, ValueError, r"either utd_ratio .* or gradient_steps"),
+        ({"utd_ratio": 0.0}, ValueError, r"utd_ratio must be > 0"),
     ],
 )
 def test_bad_input_is_rejected_clearly(toy_env_id, cls, kwargs, error, pattern):

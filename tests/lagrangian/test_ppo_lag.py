@@ -46,16 +46,17 @@ def test_update_hook_uses_this_rollouts_episodes_then_the_recent_window(toy_env_
     model = _toy_model(toy_env_id, cost_limit=5.0)
     assert model._update_lambda() is None  # no episode yet: no step
     np.testing.assert_array_equal(model.duals["lambda"], [0.0])
-    model._recent_episode_costs.extend([np.array([30.0])] * 3)
-    model._rollout_episode_costs = [np.array([10.0]), np.array([20.0])]
+    window = model.episode_cost_window
+    window.recent.extend([np.array([30.0])] * 3)
+    window.pending = [np.array([10.0]), np.array([20.0])]
     np.testing.assert_allclose(model._update_lambda(), [15.0])
+    assert window.pending == []  # used once
     for _ in range(30):
         model._update_lambda()
     risen = model.duals["lambda"][0]
     assert risen == pytest.approx(31 * 0.035, rel=0.05)  # Adam: about lr per step while the sign holds
-    model._rollout_episode_costs = []  # none ended: the window (cost 0 now) is used
-    model._recent_episode_costs.clear()
-    model._recent_episode_costs.append(np.array([0.0]))
+    window.recent.clear()  # none ended: the window (cost 0 now) is used
+    window.recent.append(np.array([0.0]))
     np.testing.assert_allclose(model._update_lambda(), [0.0])
     for _ in range(200):
         model._update_lambda()
@@ -65,9 +66,10 @@ def test_update_hook_uses_this_rollouts_episodes_then_the_recent_window(toy_env_
 def test_rollout_episode_costs_match_the_episode_infos(toy_env_id):
     model = _toy_model(toy_env_id, cost_limit=1.0)
     model.learn(40)  # one rollout of 20 steps x 2 envs: both episodes (horizon 20) end in it
-    assert len(model._rollout_episode_costs) == 2
+    window = list(model.episode_cost_window.recent)
+    assert len(window) == 2
     costs_from_infos = sorted(info["c"] for info in model.ep_info_buffer)
-    assert sorted(float(c[0]) for c in model._rollout_episode_costs) == pytest.approx(costs_from_infos)
+    assert sorted(float(c[0]) for c in window) == pytest.approx(costs_from_infos)
 
 
 def test_combined_advantage_formula(toy_env_id):
