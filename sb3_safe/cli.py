@@ -22,7 +22,29 @@ examples:
   sb3-safe eval runs/cvpo-SafetyPointGoal1-v0-s1 --episodes 10 --video runs/cvpo.mp4
   sb3-safe plot runs/bench/runs --out curves.png
   sb3-safe benchmark --algos cvpo ppo_lag --envs SafetyPointGoal1-v0 --seeds 3 --backend ray --out runs/bench
+  sb3-safe benchmark --resume runs/bench
 """
+
+# benchmark options that define the grid: with --resume they come from OUT/grid.json
+GRID_OPTIONS = (
+    "algos",
+    "envs",
+    "seeds",
+    "out",
+    "cost_limit",
+    "n_timesteps",
+    "n_envs",
+    "hyperparams",
+    "conf_file",
+    "preset",
+    "env_kwargs",
+    "eval_freq",
+    "eval_episodes",
+    "checkpoint_freq",
+    "wandb",
+    "wandb_mode",
+    "wandb_project",
+)
 
 
 def _key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
@@ -214,24 +236,56 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option_name(dest: str) -> str:
+    return "--wandb/--no-wandb" if dest == "wandb" else "--" + dest.replace("_", "-")
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from sb3_safe.experiment.config import ConfigError
     from sb3_safe.experiment.results import format_results_table
-    from sb3_safe.experiment.sweep import run_benchmark
+    from sb3_safe.experiment.sweep import resume_benchmark, run_benchmark
 
-    if args.seeds < 1:
-        from sb3_safe.experiment.config import ConfigError
-
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}.")
-    configs = [
-        _config_from_args(args, algo, env, seed)
-        for algo in args.algos
-        for env in args.envs
-        for seed in range(args.seeds)
-    ]
-    print(f"Benchmark: {len(configs)} runs ({len(args.algos)} algorithms x {len(args.envs)} envs x {args.seeds} seeds)")
-    result = run_benchmark(
-        configs, args.out, backend=args.backend, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial
-    )
+    if args.resume is not None:
+        given = [dest for dest in GRID_OPTIONS if dest in getattr(args, "explicit", set())]
+        if given:
+            raise ConfigError(
+                f"--resume takes the grid from {args.resume / 'grid.json'}: drop "
+                + ", ".join(_option_name(dest) for dest in given)
+                + " (only --force, --backend, --ray-address and --cpus-per-trial go with --resume)."
+            )
+        result = resume_benchmark(
+            args.resume,
+            backend=args.backend,
+            ray_address=args.ray_address,
+            cpus_per_trial=args.cpus_per_trial,
+            force=args.force,
+        )
+    else:
+        if args.force:
+            raise ConfigError("--force only applies to --resume OUT.")
+        if not args.algos or not args.envs:
+            raise ConfigError(
+                "benchmark needs --algos and --envs (or --resume OUT to continue the grid of an earlier benchmark)."
+            )
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}.")
+        configs = [
+            _config_from_args(args, algo, env, seed)
+            for algo in args.algos
+            for env in args.envs
+            for seed in range(args.seeds)
+        ]
+        print(
+            f"Benchmark: {len(configs)} runs ({len(args.algos)} algorithms x {len(args.envs)} envs x {args.seeds} "
+            "seeds)"
+        )
+        result = run_benchmark(
+            configs,
+            args.out,
+            backend=args.backend or "local",
+            ray_address=args.ray_address,
+            cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+        )
     print("\n" + format_results_table(result.rows))
     print(f"\nResults: {result.results_csv}, {result.results_md}")
     if result.plot is not None:
@@ -260,8 +314,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``sb3-safe`` (all subcommands)."""
+def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of ``sb3-safe`` (all subcommands).
+
+    Args:
+        suppress_defaults: Leave options that are not given out of the parsed namespace (see
+            :func:`explicit_options`).
+    """
     parser = argparse.ArgumentParser(
         prog="sb3-safe",
         description="Safe reinforcement learning on Stable-Baselines3: train, resume, evaluate, plot, benchmark.",
@@ -326,24 +385,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "benchmark",
-        help="run algorithms x envs x seeds, locally or on Ray Tune",
+        help="run algorithms x envs x seeds, locally or on Ray Tune; --resume finishes an interrupted grid",
         description="Run a grid of algorithms x environments x seeds into OUT/runs/<algo>/<env>/seed<k>, then write "
-        "OUT/results.csv, OUT/results.md and OUT/learning_curves.png. --backend ray runs the grid as Ray Tune trials "
-        "on a local Ray instance, or on an existing cluster with --ray-address.",
+        "OUT/results.csv, OUT/results.md and OUT/learning_curves.png. The grid is recorded in OUT/grid.json before "
+        "any run starts. --backend ray runs the grid as Ray Tune trials on a local Ray instance, or on an existing "
+        "cluster with --ray-address. An interrupted or killed benchmark is finished with --resume OUT: finished "
+        "runs are kept, runs with a checkpoint are resumed, the others trained (again), and the results cover the "
+        "whole grid. It refuses if the code or a configuration changed since the grid started (unless --force), "
+        "and while another process works on OUT.",
     )
-    bench.add_argument("--algos", nargs="+", required=True, help="algorithms (see `sb3-safe list`)")
-    bench.add_argument("--envs", nargs="+", required=True, help="environment ids")
+    bench.add_argument("--algos", nargs="+", help="algorithms (see `sb3-safe list`); required without --resume")
+    bench.add_argument("--envs", nargs="+", help="environment ids; required without --resume")
     bench.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1)")
     bench.add_argument("--out", type=Path, default=Path("runs/benchmark"), help="output folder")
-    bench.add_argument("--backend", choices=("local", "ray"), default="local", help="where the runs execute")
+    bench.add_argument(
+        "--resume",
+        type=Path,
+        metavar="OUT",
+        help="finish the grid of an earlier benchmark into OUT (its --out), as recorded in OUT/grid.json",
+    )
+    bench.add_argument(
+        "--force", action="store_true", help="with --resume: resume even if the code or a configuration changed"
+    )
+    bench.add_argument(
+        "--backend", choices=("local", "ray"), help="where the runs execute (default: local; with --resume: the grid's)"
+    )
     bench.add_argument("--ray-address", help="an existing Ray cluster (host:port); default: a local instance")
-    bench.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray reserves per run")
+    bench.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs Ray reserves per run (default: 1; with --resume: the grid's)"
+    )
     _add_run_options(bench)
     bench.set_defaults(handler=cmd_benchmark)
 
     listing = commands.add_parser("list", help="list algorithms and environments, with the plugin providing each")
     listing.set_defaults(handler=cmd_list)
+    if suppress_defaults:
+        for subparser in commands.choices.values():
+            for action in subparser._actions:
+                action.default = argparse.SUPPRESS
     return parser
+
+
+def explicit_options(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options given on the command line ``argv`` (as opposed to left at their defaults).
+
+    ``--seeds 3`` counts as given although 3 is the default; abbreviations (``--see 3``) are resolved as argparse
+    does.
+    """
+    namespace = build_parser(suppress_defaults=True).parse_args(argv)
+    return set(vars(namespace)) - {"command", "handler"}
 
 
 def _version() -> str:
@@ -356,6 +446,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix: printed as one message, without a traceback."""
     from sb3_safe.common.costs import MissingCostError
     from sb3_safe.experiment.config import ConfigError
+    from sb3_safe.experiment.locks import LockedError
     from sb3_safe.experiment.rundir import RunDirectoryError
     from sb3_safe.experiment.runner import ResumeRefusedError
     from sb3_safe.experiment.runs import NotARunDirectoryError
@@ -366,6 +457,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         ConfigError,
         HyperparameterFileError,
+        LockedError,
         MissingCostError,
         NotARunDirectoryError,
         RayUnavailableError,
@@ -381,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the first `import mujoco`
     os.environ.setdefault("WANDB_SILENT", "true")  # the summary below says where the W&B run is
     args = build_parser().parse_args(argv)
+    args.explicit = explicit_options(argv)
     import torch
 
     torch.set_num_threads(int(os.environ.get("SB3_SAFE_TORCH_THREADS", "1")))  # small MLPs: one thread is fastest
