@@ -35,9 +35,14 @@ def make_vec_env(
 
     Returns:
         The VecEnv.
+
+    Raises:
+        ValueError: If ``n_envs`` is not an integer >= 1.
     """
     from sb3_safe.registry import make_env
 
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1 (the number of parallel environments), got {n_envs!r}.")
     env_kwargs = dict(env_kwargs or {})
 
     def factory(rank: int) -> Callable[[], gym.Env]:

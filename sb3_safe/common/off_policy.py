@@ -14,6 +14,7 @@ from sb3_safe.common.buffers import (
     CostReplayBuffer,
 )
 from sb3_safe.common.safe_algorithm import SafeAlgorithmMixin
+from sb3_safe.common.validation import check_common_hyperparameters, check_positive_int, check_unit_interval
 
 
 def resolve_utd_ratio(utd_ratio: float | None, gradient_steps: int | None, default: float | None) -> float | None:
@@ -59,7 +60,15 @@ class SafeOffPolicyAlgorithm(SafeAlgorithmMixin, OffPolicyAlgorithm):
         self._gradient_step_carry -= steps
         return steps
 
+    def _check_hyperparameters(self) -> None:
+        """Refuse, before anything is built, the values SB3 would take silently (:mod:`~sb3_safe.common.validation`)."""
+        check_common_hyperparameters(self, {"critic_learning_rate": getattr(self, "critic_learning_rate", None)})
+        check_unit_interval("tau", self.tau, "the Polyak step of the target networks; 0.005-0.05 is typical")
+        check_positive_int("n_steps", self.n_steps, "It is the length of the n-step return (1: one-step TD).")
+        check_positive_int("buffer_size", self.buffer_size, "It is the replay buffer's capacity in transitions.")
+
     def _setup_model(self) -> None:
+        self._check_hyperparameters()
         self.replay_buffer_kwargs = {**self.replay_buffer_kwargs}  # never write into the caller's dict
         if self.replay_buffer_class is None:
             if isinstance(self.observation_space, spaces.Dict):

@@ -20,12 +20,12 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import ContinuousCritic
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, polyak_update, update_learning_rate
 
 from sb3_safe.common.buffers import CostReplayBufferSamples
@@ -38,6 +38,8 @@ COST_ENSEMBLE_REDUCTION = "max"
 """How a cost ensemble is combined: the pessimistic max (the optimistic min would under-estimate the cost)."""
 
 COST_SOURCES = ("episodes", "critic")
+
+SelfLagrangian = TypeVar("SelfLagrangian", bound="LagrangianOffPolicyAlgorithm")
 
 
 class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
@@ -228,6 +230,25 @@ class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
         for optimizer in critic_optimizers:
             update_learning_rate(optimizer, critic_lr)
         self.logger.record("train/critic_learning_rate", critic_lr)
+
+    def learn(
+        self: SelfLagrangian,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfLagrangian:
+        """SB3's ``learn``; TensorBoard runs are named after the class (``SACLag_1``), not its SB3 base."""
+        return super().learn(  # type: ignore[misc]
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True):

@@ -22,6 +22,7 @@ from sb3_safe.common.costs import per_constraint_keys
 from sb3_safe.common.lagrange import EpisodeCostWindow, LagrangeMultiplier
 from sb3_safe.common.on_policy import SafeOnPolicyAlgorithm
 from sb3_safe.common.policies import SafeActorCriticPolicy, SafeMultiInputActorCriticPolicy
+from sb3_safe.common.validation import check_learning_rate, check_positive_int, check_unit_interval
 
 SelfPPOLag = TypeVar("SelfPPOLag", bound="PPOLag")
 
@@ -139,6 +140,15 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
                 "PPOLag needs a per-episode cost_limit (e.g. cost_limit=25.0): the Lagrange multiplier follows the "
                 "episode cost against it."
             )
+        check_positive_int("n_steps", n_steps, "It is the rollout length per environment.")
+        check_positive_int("n_epochs", n_epochs, "It is the number of passes over each rollout.")
+        check_positive_int("batch_size", batch_size, "It is the minibatch size.")
+        check_unit_interval("gamma", gamma, "the discount factor; 0.99 is typical")
+        check_unit_interval("gae_lambda", gae_lambda, "GAE's trade-off between bias and variance; 0.95 is typical")
+        if cost_gae_lambda is not None:
+            check_unit_interval("cost_gae_lambda", cost_gae_lambda, "GAE lambda of the cost advantages")
+        check_learning_rate("learning_rate", learning_rate)
+        check_learning_rate("lagrange_lr", lagrange_lr)
         reserved = {"method", "learning_rate", "init", "n_constraints"} & set(lagrange_kwargs or {})
         if reserved:
             raise ValueError(
@@ -193,6 +203,10 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
             learning_rate=self.lagrange_lr,
             **self.lagrange_kwargs,
         )
+
+    def _maybe_recommend_cpu(self, mlp_class_name: str = SafeActorCriticPolicy.__name__) -> None:
+        """SB3's advice to run an MLP PPO on the CPU, for PPO-Lag's MLP policy class."""
+        super()._maybe_recommend_cpu(mlp_class_name)
 
     @property
     def duals(self) -> dict[str, Any]:
