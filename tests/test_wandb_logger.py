@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
+import socket
 import struct
 import sys
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -355,9 +357,59 @@ def test_online_failure_is_a_clear_runtime_error(wandb_env: Path, monkeypatch: p
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     with pytest.raises(RuntimeError, match="set WANDB_MODE=offline") as info:
-        init_wandb_run("unreachable", mode="online", init_timeout=1.0)
+        init_wandb_run("unreachable", mode="online", init_timeout=1.0, offline_fallback=False)
     assert "wandb.init failed in online mode" in str(info.value)
     assert info.value.__cause__ is not None
+
+
+@pytest.fixture
+def silent_server() -> Any:
+    """A local TCP server that accepts connections and never answers (a wandb server that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_an_unanswering_server_falls_back_to_offline_with_a_sync_hint(
+    wandb_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, silent_server: str
+) -> None:
+    # Credentials configured (so the resolved mode is online) and a server that never answers: nothing leaves the
+    # machine, and the run must go on offline instead of waiting for wandb's own timeout and crashing.
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("SB3_SAFE_WANDB_INIT_TIMEOUT", "2")
+    with pytest.warns(UserWarning, match=r"could not start an online run within 2 s.*Logging offline.*wandb sync"):
+        run = init_wandb_run("unreachable", dir=tmp_path / "run")
+    try:
+        assert run.settings.mode == "offline"
+        run.log({"x": 1.0})
+    finally:
+        run.finish()
+    assert find_offline_runs(tmp_path / "run" / "wandb")
+
+
+@pytest.mark.parametrize(("value", "pattern"), [("soon", r"must be a number of seconds"), ("0", r"must be > 0")])
+def test_a_bad_timeout_setting_is_a_clear_error(
+    wandb_env: Path, monkeypatch: pytest.MonkeyPatch, value: str, pattern: str
+) -> None:
+    monkeypatch.setenv("SB3_SAFE_WANDB_INIT_TIMEOUT", value)
+    with pytest.raises(ValueError, match=rf"SB3_SAFE_WANDB_INIT_TIMEOUT environment variable {pattern}"):
+        init_wandb_run("p")
 
 
 def test_not_an_offline_run_errors(wandb_env: Path, tmp_path: Path) -> None:

@@ -240,6 +240,28 @@ def _resolve_dir(directory: str | os.PathLike[str] | None) -> str:
     return str(path)
 
 
+DEFAULT_INIT_TIMEOUT = 15.0
+"""Seconds :func:`init_wandb_run` lets ``wandb.init`` try to reach the server before it falls back to offline."""
+INIT_TIMEOUT_ENV = "SB3_SAFE_WANDB_INIT_TIMEOUT"
+
+
+def _init_timeout(init_timeout: float | None) -> float:
+    """The explicit timeout, else ``SB3_SAFE_WANDB_INIT_TIMEOUT``, else the default; a clear error if not > 0."""
+    source = "init_timeout"
+    if init_timeout is None:
+        raw = os.environ.get(INIT_TIMEOUT_ENV)
+        if raw is None:
+            return DEFAULT_INIT_TIMEOUT
+        source = f"the {INIT_TIMEOUT_ENV} environment variable"
+        try:
+            init_timeout = float(raw)
+        except ValueError:
+            raise ValueError(f"{source} must be a number of seconds, got {raw!r}.") from None
+    if not init_timeout > 0:
+        raise ValueError(f"{source} must be > 0 seconds, got {init_timeout!r}.")
+    return float(init_timeout)
+
+
 def init_wandb_run(
     project: str = DEFAULT_PROJECT,
     *,
@@ -249,11 +271,12 @@ def init_wandb_run(
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,
     group: str | None = None,
-    init_timeout: float = 60.0,
+    init_timeout: float | None = None,
     console: str | None = None,
     reinit: str = "create_new",
     run_id: str | None = None,
     resume: str | None = None,
+    offline_fallback: bool = True,
 ) -> Run:
     """Start a wandb run with a mode chosen by :func:`resolve_wandb_mode`.
 
@@ -266,14 +289,18 @@ def init_wandb_run(
         dir: Directory in which wandb creates its ``wandb/`` folder; None means ``WANDB_DIR`` or the current
             directory. Created if missing.
         group: wandb run group.
-        init_timeout: Seconds ``wandb.init`` may take before it fails (bounded, so an unreachable server does
-            not hang training).
+        init_timeout: Seconds ``wandb.init`` may take before it gives up on the server (None: the
+            ``SB3_SAFE_WANDB_INIT_TIMEOUT`` environment variable, else :data:`DEFAULT_INIT_TIMEOUT`), so that an
+            unreachable server does not hold training up for wandb's own 90 s.
         console: wandb console capture (``"off"``, ``"wrap"``, ...); None keeps wandb's default or
             ``WANDB_CONSOLE``.
         reinit: wandb's ``reinit`` policy. The default ``"create_new"`` lets several runs coexist in one process;
             it does not set ``wandb.run``, which this module never uses.
         run_id: A fixed run id (e.g. the one saved with a checkpoint, to continue the same run).
         resume: wandb's resume policy for ``run_id`` (``"allow"``, ``"must"``, ...); None starts a new run.
+        offline_fallback: When ``wandb.init`` fails in online/shared mode (no network, a server that does not
+            answer in time, bad credentials), warn and log offline instead, with the ``wandb sync`` command that
+            uploads the run later. False raises instead.
 
     Returns:
         The wandb run. Finish it with ``run.finish()`` (or :func:`finish_wandb`).
@@ -281,12 +308,13 @@ def init_wandb_run(
     Raises:
         ImportError: If ``wandb`` cannot be imported.
         ValueError: If the mode is invalid.
-        RuntimeError: If ``wandb.init`` fails in online/shared mode (no network, bad credentials, ...); the
-            message suggests ``WANDB_MODE=offline``. The mode is never changed silently.
+        RuntimeError: If ``wandb.init`` fails in online/shared mode and ``offline_fallback`` is False; the message
+            suggests ``WANDB_MODE=offline``. The mode is never changed silently: the fallback warns.
     """
     wandb = _import_wandb()
     resolved = resolve_wandb_mode(mode)
-    settings_kwargs: dict[str, Any] = {"init_timeout": float(init_timeout)}
+    timeout = _init_timeout(init_timeout)
+    settings_kwargs: dict[str, Any] = {"init_timeout": timeout}
     if console is not None:
         settings_kwargs["console"] = console
     init_kwargs: dict[str, Any] = {
@@ -309,6 +337,15 @@ def init_wandb_run(
     except Exception as exc:
         if resolved not in _NETWORK_MODES:
             raise
+        if offline_fallback:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(
+                f"wandb.init could not start an {resolved} run within {timeout:g} s ({reason}). Logging offline "
+                f"instead: upload the run later with `wandb sync {Path(init_kwargs['dir']) / 'wandb'}/offline-run-*`. "
+                "Set WANDB_MODE=offline to skip the attempt, or SB3_SAFE_WANDB_INIT_TIMEOUT to wait longer.",
+                stacklevel=2,
+            )
+            return wandb.init(**{**init_kwargs, "mode": "offline"})
         raise RuntimeError(
             f"wandb.init failed in {resolved} mode: {exc}\n"
             "To log without a wandb server, set WANDB_MODE=offline (or pass mode='offline'); offline runs are "
