@@ -5,9 +5,10 @@ That environment runs unchanged on gymnasium 1.x, with rough edges that this mod
 
 - ``info["cost"]`` is a Python ``int`` on most tasks (``float`` on some): :class:`FloatCost` makes it a float;
 - ``reset(seed=...)`` ignores the seed: initial states are drawn from NumPy's and Python's *global* random
-  generators, so seeded resets were not reproducible. :class:`SeededReset` seeds those two generators when a seed
-  is given (a process-wide side effect, the only lever the package offers; obstacle draws made at construction
-  stay outside its reach);
+  generators, and state of the previous episode carries over a reset, so seeded resets were not reproducible.
+  :class:`SeededReset` seeds those two generators when a seed is given (a process-wide side effect, the only lever
+  the package offers) and rebuilds a used env first (obstacle draws made at construction stay outside its reach
+  on a new env's first reset);
 - building the observation space casts infinite float64 bounds to float32, which NumPy reports as a
   ``RuntimeWarning: overflow encountered in cast`` on every ``make``: it is silenced while the env is built;
 - it predates Gymnasium's ``render_mode`` constructor argument (it renders with ``render(mode)``):
@@ -30,6 +31,7 @@ import os
 import random
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any, SupportsFloat, TextIO
 
 import gymnasium as gym
@@ -84,19 +86,40 @@ class RenderMode(gym.Wrapper):
 
 
 class SeededReset(gym.Wrapper):
-    """Makes ``reset(seed=s)`` reproducible by seeding the global RNGs bullet-safety-gym draws initial states from.
+    """Makes ``reset(seed=s)`` reproducible: the same seed gives the same episode, on a fresh env or a used one.
 
     bullet-safety-gym 1.4.0 ignores the ``seed`` argument of ``reset`` and samples start poses, goals and obstacle
-    placements with ``numpy.random`` and ``random``. With a seed, this wrapper seeds both (and the env's own
-    ``np_random``) before the reset; without one, resets continue the global streams as before. Seeding is
-    process-wide: envs in one process share the two generators, as they already did.
+    placements with ``numpy.random`` and ``random``; and its reset restores the simulator's saved state while other
+    state carries over from the previous episode (the agents' last actions and joint motors, the obstacles' motion),
+    so the first steps after two equal resets differ. With a seed, this wrapper seeds both global generators (and
+    the env's own ``np_random``) and, if the env has stepped since it was built, first builds it anew with
+    ``rebuild``. Without a seed, resets continue as before. Seeding is process-wide: envs in one process share
+    the two generators, as they already did.
 
-    Not covered: tasks with obstacles (Reach, Push, Gather) draw each obstacle's orientation and motion phase once,
-    when the env is built; seed ``numpy.random`` and ``random`` before ``gymnasium.make`` to fix those too.
+    Not covered: on the first reset of a new env, the obstacle orientations and motion phases of the Reach, Push and
+    Gather tasks were drawn when it was built; seed ``numpy.random`` and ``random`` before ``gymnasium.make`` to
+    fix those too.
+
+    Args:
+        env: The raw bullet-safety-gym environment.
+        rebuild: Builds a new raw environment with the same arguments (None: never rebuild).
     """
+
+    def __init__(self, env: gym.Env, rebuild: Callable[[], gym.Env] | None = None) -> None:
+        super().__init__(env)
+        self._rebuild = rebuild
+        self._stepped = False
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        self._stepped = True
+        return self.env.step(action)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         if seed is not None:
+            if self._stepped and self._rebuild is not None:
+                self.env.close()
+                self.env = self._rebuild()  # before seeding: a build draws from the global generators too
+                self._stepped = False
             np.random.seed(seed)
             random.seed(seed)
             gym.Env.reset(self.unwrapped, seed=seed)  # sets the unused but expected env.np_random
@@ -159,10 +182,13 @@ def make_bullet_env(render_mode: str | None = None, **kwargs: Any) -> gym.Env:
         **kwargs: The task's builder arguments (agent, task, obstacles, world), as registered.
     """
     builder = _import_builder()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
-        env = builder.EnvironmentBuilder(**kwargs)
-    return RenderMode(FloatCost(SeededReset(env)), render_mode)
+
+    def build() -> gym.Env:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+            return builder.EnvironmentBuilder(**kwargs)
+
+    return RenderMode(FloatCost(SeededReset(build(), rebuild=build)), render_mode)
 
 
 def _package_specs() -> list[gym.envs.registration.EnvSpec]:

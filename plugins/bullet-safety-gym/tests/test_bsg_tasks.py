@@ -88,6 +88,31 @@ def test_seeded_resets_are_reproducible(task: str) -> None:
     assert not np.array_equal(first_observations(3)[0], first_observations(4)[0])
 
 
+REUSED_RESET_TASKS = ("SafetyBallCircle-v0", "SafetyCarCircle-v0", "SafetyCarRun-v0", "SafetyDroneGather-v0")
+
+
+@pytest.mark.parametrize("task", REUSED_RESET_TASKS)
+def test_a_used_env_resets_with_a_seed_like_a_fresh_one(task: str) -> None:
+    """State of earlier episodes (last actions, motors, moving obstacles) must not leak into a seeded reset."""
+    action = np.full(gym.make(task).action_space.shape, 0.5, dtype=np.float32)
+
+    def seeded_start(env: gym.Env) -> np.ndarray:
+        observations = [env.reset(seed=3)[0]]
+        observations += [env.step(action)[0] for _ in range(3)]
+        return np.stack(observations)
+
+    used = gym.make(task)
+    first = seeded_start(used)
+    used.action_space.seed(0)
+    for _ in range(20):
+        used.step(used.action_space.sample())
+    again = seeded_start(used)
+    fresh = seeded_start(gym.make(task))
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(again, fresh)
+    used.step(action)  # the rebuilt simulator works on
+
+
 def test_float_cost_wrapper_converts_integer_costs() -> None:
     class IntegerCost(gym.Env):
         observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
