@@ -8,6 +8,10 @@ one checks whether the installed versions need it and does nothing otherwise:
 * P2 (gymnasium-robotics absent): the package ``__init__`` imports the multi-agent suite, which needs it.
 * P3 (gymnasium >= 1.0): five ``gymnasium.wrappers`` modules and two ``EnvSpec`` fields were removed.
 * P4 (gymnasium >= 1.0): ``OffScreenViewer`` requires ``width`` and ``height``.
+* P5 (safety-gymnasium 1.0.0): ``Builder`` records only ``config`` for pickling (``EzPickle``), so ``copy.deepcopy``
+  and ``pickle`` of an env fail with ``Builder.__init__() missing ... 'task_id'`` (fixed upstream after 1.0.0).
+* P6 (safety-gymnasium 1.0.0): ``Builder.reset(seed=...)`` never seeds Gymnasium's ``np_random``, which
+  Gymnasium's ``check_env`` requires.
 
 P1-P3 must be in place before ``safety_gymnasium`` is first imported, so :func:`apply` refuses to run (with a
 :class:`RuntimeError` that names the fix) if it was imported earlier. :func:`apply` is idempotent: the first call
@@ -239,6 +243,56 @@ def patch_p4_offscreen_viewer() -> None:
         underlying.OffScreenViewer = viewer_class
 
 
+def _builder_class() -> Any:
+    return importlib.import_module("safety_gymnasium.builder").Builder
+
+
+def needs_p5() -> bool:
+    """P5 is needed when ``Builder`` hands ``EzPickle`` its config only (safety-gymnasium 1.0.0)."""
+    return "EzPickle.__init__(self, config=config)" in inspect.getsource(_builder_class().__init__)
+
+
+def patch_p5_pickle_arguments() -> None:
+    """P5: record every constructor argument for ``EzPickle``, so that copies and pickles rebuild the env."""
+    builder = _builder_class()
+    original = builder.__init__
+    if getattr(original, "_sb3_safe_p5", False):
+        return
+
+    def init_recording_arguments(self: Any, task_id: str, config: dict | None = None, **kwargs: Any) -> None:
+        original(self, task_id, config, **kwargs)
+        from gymnasium.utils import EzPickle
+
+        EzPickle.__init__(self, task_id, config=config, **kwargs)
+
+    init_recording_arguments._sb3_safe_p5 = True  # type: ignore[attr-defined]
+    init_recording_arguments.__doc__ = original.__doc__
+    builder.__init__ = init_recording_arguments
+
+
+def needs_p6() -> bool:
+    """P6 is needed when ``Builder.reset`` does not call Gymnasium's ``Env.reset`` (safety-gymnasium 1.0.0)."""
+    return "super().reset(" not in inspect.getsource(_builder_class().reset)
+
+
+def patch_p6_reset_seeds_np_random() -> None:
+    """P6: a seeded reset also seeds Gymnasium's ``np_random`` (the task keeps its own generator, as before)."""
+    builder = _builder_class()
+    original = builder.reset
+    if getattr(original, "_sb3_safe_p6", False):
+        return
+    from gymnasium import Env
+
+    def reset(self: Any, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        if seed is not None:
+            Env.reset(self, seed=seed)
+        return original(self, seed=seed, options=options)
+
+    reset._sb3_safe_p6 = True  # type: ignore[attr-defined]
+    reset.__doc__ = original.__doc__
+    builder.reset = reset
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,7 +315,7 @@ def is_applied() -> bool:
 
 
 def apply() -> None:
-    """Apply P1-P4 as needed, import ``safety_gymnasium`` and mark it. Idempotent.
+    """Apply P1-P6 as needed, import ``safety_gymnasium`` and mark it. Idempotent.
 
     Raises:
         RuntimeError: if numpy >= 2.4 is installed, or if ``safety_gymnasium`` was imported before the shim while
@@ -297,4 +351,8 @@ def apply() -> None:
         patch_p3_registration_envspec()
     if needs_p4():
         patch_p4_offscreen_viewer()
+    if needs_p5():
+        patch_p5_pickle_arguments()
+    if needs_p6():
+        patch_p6_reset_seeds_np_random()
     setattr(safety_gymnasium, MARKER, True)

@@ -152,3 +152,31 @@ def test_full_episode(env_id):
     assert terminated != truncated
     assert np.isfinite(total_cost)
     env.close()
+
+
+@pytest.mark.parametrize("env_id", ["SafetyPointGoal1-v0", "SafetyCarButton1-v0", "SafetyPointCircle1-v0"])
+def test_navigation_tasks_pass_gymnasiums_own_env_checker(env_id: str) -> None:
+    """Gymnasium's check_env needs a seeded reset to seed ``np_random`` (shim P6)."""
+    from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+
+    env = gymnasium.make(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its advice on float64 bounds and the like is not under test here
+        gymnasium_check_env(env, skip_render_check=True)
+    env.reset(seed=5)
+    first = env.unwrapped.np_random.random()
+    env.reset(seed=5)
+    assert env.unwrapped.np_random.random() == first
+
+
+def test_a_task_survives_deepcopy_and_pickle() -> None:
+    """Copies rebuild the env from its recorded arguments (shim P5): same task, same seeded episode."""
+    import copy
+    import pickle
+
+    env = gymnasium.make("SafetyPointGoal1-v0")
+    start = env.reset(seed=2)[0]
+    for clone in (copy.deepcopy(env), pickle.loads(pickle.dumps(env))):
+        assert clone.unwrapped.task_id == "SafetyPointGoal1-v0"
+        np.testing.assert_array_equal(clone.reset(seed=2)[0], start)
+        clone.step(clone.action_space.sample())
