@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sb3_safe.common.costs import MissingCostError, cost_limit_to_q_threshold, episode_length_of
+from sb3_safe.common.costs import (
+    InvalidCostError,
+    MissingCostError,
+    NonFiniteDataError,
+    cost_limit_to_q_threshold,
+    episode_length_of,
+)
 from sb3_safe.registry import (
     UnknownAlgorithmError,
     UnknownEnvironmentError,
@@ -58,7 +64,9 @@ __all__ = [
     "LSVIUCB",
     "RSLUCBQVI",
     "SLUCBQVI",
+    "InvalidCostError",
     "MissingCostError",
+    "NonFiniteDataError",
     "PPOLag",
     "SACLag",
     "SafeEvalCallback",

@@ -3,11 +3,16 @@
 They subclass SB3's buffers and add only the cost: observations, actions, rewards, n-step returns and
 advantages are still SB3's. Costs are read from the ``infos`` every buffer already receives
 (``info["cost"]``, or ``info["costs"]`` with several constraints).
+
+Transitions flagged in ``info["nonfinite"]`` (by the safe algorithms' guard with ``nonfinite="skip"``) are left
+out of training: replay buffers keep their slot (the layout is one slot per step for all environments) with
+finite placeholders, never sample it and end n-step sums before it; rollout buffers give the step zero advantage
+(see :class:`_RolloutCostStorage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,7 +27,9 @@ from stable_baselines3.common.buffers import (
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_safe.common.costs import costs_from_infos
+from sb3_safe.common.costs import NONFINITE_KEY, costs_from_infos
+
+_MAX_RESAMPLE_ROUNDS = 1000
 
 
 class CostReplayBufferSamples(NamedTuple):
@@ -51,12 +58,44 @@ class CostRolloutBufferSamples(NamedTuple):
     cost_returns: th.Tensor
 
 
+def _finite(value: Any) -> Any:
+    """A copy with NaN and +-inf entries replaced by 0 (arrays, dicts of arrays)."""
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    array = np.asarray(value)
+    return np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0) if array.dtype.kind in "fc" else array
+
+
+def _put_rows(
+    samples: CostReplayBufferSamples, rows: np.ndarray, new: CostReplayBufferSamples
+) -> CostReplayBufferSamples:
+    """``samples`` with the batch rows ``rows`` taken from ``new`` (a batch of ``len(rows)`` samples)."""
+
+    def put(old: Any, replacement: Any) -> Any:
+        if old is None:
+            return None
+        if isinstance(old, Mapping):
+            return {key: put(old[key], replacement[key]) for key in old}
+        old[th.as_tensor(rows, dtype=th.long, device=old.device)] = replacement
+        return old
+
+    return type(samples)(*(put(a, b) for a, b in zip(samples, new, strict=True)))
+
+
 class _ReplayCostStorage:
-    """Adds a ``costs`` array of shape ``(buffer_size, n_envs, n_costs)`` to an SB3 replay buffer."""
+    """Adds a ``costs`` array of shape ``(buffer_size, n_envs, n_costs)`` to an SB3 replay buffer.
+
+    Also a ``skipped`` mask ``(buffer_size, n_envs)``: transitions flagged in ``info["nonfinite"]`` are stored
+    with finite placeholders (the flagged environment's observations with non-finite entries set to 0, reward and
+    cost 0), so that every slot still holds one step of every environment, and are never sampled: a sample that
+    lands on one is drawn again, which keeps the samples uniform over the transitions that were not skipped.
+    """
 
     buffer_size: int
     n_envs: int
     pos: int
+    full: bool
+    optimize_memory_usage: bool
     to_torch: Any
 
     def __init__(self, *args: Any, n_costs: int = 1, **kwargs: Any) -> None:
@@ -65,6 +104,16 @@ class _ReplayCostStorage:
             raise ValueError(f"n_costs must be >= 1, got {n_costs}.")
         self.n_costs = n_costs
         self.costs = np.zeros((self.buffer_size, self.n_envs, n_costs), dtype=np.float32)
+        self._clear_skipped()
+
+    def _clear_skipped(self) -> None:
+        self.skipped = np.zeros((self.buffer_size, self.n_envs), dtype=bool)
+        self.n_skipped_stored = 0
+
+    def reset(self) -> None:
+        """Empty the buffer, and its record of skipped transitions."""
+        super().reset()  # type: ignore[misc]
+        self._clear_skipped()
 
     def add(
         self,
@@ -75,9 +124,23 @@ class _ReplayCostStorage:
         done: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        """Store a transition; its costs come from ``infos``."""
-        self.costs[self.pos] = costs_from_infos(infos, self.n_costs)
+        """Store a transition; its costs come from ``infos``, and ``info["nonfinite"]`` marks it skipped."""
+        costs = costs_from_infos(infos, self.n_costs)
+        skipped = np.array([NONFINITE_KEY in info for info in infos], dtype=bool)
+        if not hasattr(self, "skipped"):  # a buffer saved before skipping existed
+            self._clear_skipped()
+        self.n_skipped_stored += int(skipped.sum()) - int(self.skipped[self.pos].sum())
+        self.skipped[self.pos] = skipped
+        if skipped.any():
+            self._before_skipped(skipped)
+            obs, next_obs = _finite(obs), _finite(next_obs)
+            reward = np.where(skipped, 0.0, np.asarray(reward, dtype=np.float64)).astype(np.float32)
+            costs[skipped] = 0.0
+        self.costs[self.pos] = costs
         super().add(obs, next_obs, action, reward, done, infos)  # type: ignore[misc]
+
+    def _before_skipped(self, skipped: np.ndarray) -> None:
+        """Hook: the environments ``skipped`` have a skipped transition in slot ``pos`` (about to be written)."""
 
     def _peek_env_indices(self, n_samples: int) -> np.ndarray:
         # SB3 draws the env index of each sample inside _get_samples with the global numpy RNG, as its first
@@ -91,10 +154,10 @@ class _ReplayCostStorage:
     def _sample_costs(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> np.ndarray:
         return self.costs[batch_inds, env_indices]
 
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> CostReplayBufferSamples:
+    def _gather(self, batch_inds: np.ndarray, env: VecNormalize | None) -> tuple[CostReplayBufferSamples, np.ndarray]:
         env_indices = self._peek_env_indices(len(batch_inds))
         samples = super()._get_samples(batch_inds, env)  # type: ignore[misc]
-        return CostReplayBufferSamples(
+        cost_samples = CostReplayBufferSamples(
             observations=samples.observations,
             actions=samples.actions,
             next_observations=samples.next_observations,
@@ -102,6 +165,39 @@ class _ReplayCostStorage:
             rewards=samples.rewards,
             costs=self.to_torch(self._sample_costs(batch_inds, env_indices)),
             discounts=samples.discounts,
+        )
+        return cost_samples, env_indices
+
+    def _draw_batch_inds(self, n_samples: int) -> np.ndarray:
+        """Slot indices drawn as SB3's ``sample`` draws them."""
+        if self.optimize_memory_usage and self.full:
+            return (np.random.randint(1, self.buffer_size, size=n_samples) + self.pos) % self.buffer_size
+        return np.random.randint(0, self.buffer_size if self.full else self.pos, size=n_samples)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> CostReplayBufferSamples:
+        samples, env_indices = self._gather(batch_inds, env)
+        if not getattr(self, "n_skipped_stored", 0):
+            return samples
+        stored = (self.buffer_size if self.full else self.pos) * self.n_envs
+        if self.n_skipped_stored >= stored:
+            raise RuntimeError(
+                "Every transition in the replay buffer was skipped for non-finite data (nonfinite='skip'): there is "
+                "nothing to train on. The environment returns NaN or infinite rewards, costs or observations at "
+                "every step: fix it, or wrap it so that it returns finite values."
+            )
+        bad = self.skipped[batch_inds, env_indices]
+        for _ in range(_MAX_RESAMPLE_ROUNDS):
+            rows = np.flatnonzero(bad)
+            if rows.size == 0:
+                return samples
+            redrawn = self._draw_batch_inds(rows.size)
+            replacement, redrawn_envs = self._gather(redrawn, env)
+            samples = _put_rows(samples, rows, replacement)
+            bad = np.zeros_like(bad)
+            bad[rows] = self.skipped[redrawn, redrawn_envs]
+        raise RuntimeError(
+            f"Could not draw a batch of transitions that were not skipped in {_MAX_RESAMPLE_ROUNDS} rounds: "
+            f"{self.n_skipped_stored} of the {stored} stored transitions were skipped for non-finite data."
         )
 
 
@@ -131,6 +227,15 @@ class CostNStepReplayBuffer(_ReplayCostStorage, NStepReplayBuffer):  # type: ign
     gamma: float
     dones: np.ndarray
     timeouts: np.ndarray
+
+    def _before_skipped(self, skipped: np.ndarray) -> None:
+        # End the n-step sums of the previous slot's transitions there: mark them truncated (when they did not end
+        # their episode), so they bootstrap from their own next observation instead of adding the skipped step.
+        if self.pos == 0 and not self.full:
+            return
+        previous = (self.pos - 1) % self.buffer_size
+        cut = skipped & (self.dones[previous] == 0)
+        self.timeouts[previous, cut] = 1.0
 
     def _sample_costs(self, batch_inds: np.ndarray, env_indices: np.ndarray) -> np.ndarray:
         offsets = np.arange(self.n_steps)
@@ -189,6 +294,11 @@ class _RolloutCostStorage:
     The algorithm hands each step's costs and cost values to :meth:`stage_costs` before SB3's ``add`` runs
     (see :class:`~sb3_safe.common.on_policy.SafeOnPolicyAlgorithm`), and calls
     :meth:`compute_cost_returns_and_advantage` once the rollout is complete.
+
+    A step staged as ``skipped`` (non-finite data, ``nonfinite="skip"``) cannot leave the fixed layout: it is
+    stored with its value estimates as reward and cost (``r = V(s)``, ``c = V_c(s)``) and an episode boundary
+    after it, so its reward and cost advantages are 0 and its returns are the critics' own estimates, and the
+    steps before it bootstrap from ``V(s)`` as at a time-limit truncation.
     """
 
     buffer_size: int
@@ -210,7 +320,7 @@ class _RolloutCostStorage:
             raise ValueError(f"n_costs must be >= 1, got {n_costs}.")
         self.n_costs = n_costs
         self._cost_gae_lambda = cost_gae_lambda
-        self._staged: tuple[np.ndarray, np.ndarray] | None = None
+        self._staged: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
         super().__init__(*args, **kwargs)
 
     @property
@@ -225,31 +335,59 @@ class _RolloutCostStorage:
             setattr(self, name, np.zeros(shape, dtype=np.float32))
         self._staged = None
         super().reset()  # type: ignore[misc]
+        self.cut_after = np.zeros(self.n_envs, dtype=bool)  # the last added step of each env was skipped
 
-    def stage_costs(self, costs: np.ndarray, cost_values: np.ndarray) -> None:
-        """Give the costs ``(n_envs, n_costs)`` and cost values ``(n_envs, n_costs)`` of the next ``add``."""
+    def stage_costs(self, costs: np.ndarray, cost_values: np.ndarray, skipped: np.ndarray | None = None) -> None:
+        """Give the costs ``(n_envs, n_costs)`` and cost values ``(n_envs, n_costs)`` of the next ``add``.
+
+        ``skipped`` (``(n_envs,)`` bools) marks the environments whose step is left out of training (see the class
+        docstring).
+        """
         shape = (self.n_envs, self.n_costs)
         self._staged = (
             np.asarray(costs, np.float32).reshape(shape),
             np.asarray(cost_values, np.float32).reshape(shape),
+            None if skipped is None else np.asarray(skipped, dtype=bool).reshape(self.n_envs),
         )
 
-    def add(self, *args: Any, **kwargs: Any) -> None:
+    def add(
+        self,
+        obs: Any,
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: th.Tensor,
+        log_prob: th.Tensor,
+    ) -> None:
         """SB3's ``add``; the step's costs must have been staged with :meth:`stage_costs`."""
         if self._staged is None:
             raise RuntimeError(
                 f"{type(self).__name__}.add() needs this step's costs and cost values: call stage_costs() first "
                 "(SafeOnPolicyAlgorithm does it from the step's infos)."
             )
-        self.costs[self.pos], self.cost_values[self.pos] = self._staged
+        costs, cost_values, skipped = self._staged
         self._staged = None
-        super().add(*args, **kwargs)  # type: ignore[misc]
+        episode_start = np.logical_or(episode_start, self.cut_after)
+        if skipped is not None and skipped.any():
+            values = value.detach().cpu().numpy().reshape(self.n_envs)
+            reward = np.where(skipped, values, np.asarray(reward, dtype=np.float32).reshape(self.n_envs))
+            costs = np.where(skipped[:, None], cost_values, costs)
+            self.cut_after = skipped.copy()
+        else:
+            self.cut_after = np.zeros(self.n_envs, dtype=bool)
+        self.costs[self.pos], self.cost_values[self.pos] = costs, cost_values
+        super().add(obs, action, reward, episode_start, value, log_prob)  # type: ignore[misc]
+
+    def compute_returns_and_advantage(self, last_values: th.Tensor, dones: np.ndarray) -> None:
+        """SB3's GAE and returns, with an episode boundary after a skipped last step."""
+        super().compute_returns_and_advantage(last_values, np.logical_or(dones, self.cut_after))  # type: ignore[misc]
 
     def compute_cost_returns_and_advantage(self, last_cost_values: th.Tensor | np.ndarray, dones: np.ndarray) -> None:
         """GAE cost advantages and TD(lambda) cost returns, as SB3 computes them for rewards."""
         if isinstance(last_cost_values, th.Tensor):
             last_cost_values = last_cost_values.detach().cpu().numpy()
         last = np.asarray(last_cost_values, np.float32).reshape(self.n_envs, self.n_costs)
+        dones = np.logical_or(dones, self.cut_after)
         self.cost_advantages = generalized_advantage_estimate(
             self.costs, self.cost_values, self.episode_starts, last, dones, self.gamma, self.cost_gae_lambda
         )

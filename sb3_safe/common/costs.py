@@ -6,6 +6,10 @@ and ``info["cost"]`` is their sum. A missing cost is an error at the first step,
 
 Cost limits are stated per episode and undiscounted, as users think of them; algorithms convert them
 with :func:`cost_limit_to_q_threshold`.
+
+A cost that is not a number is an :class:`InvalidCostError`; a NaN or infinite reward, cost or observation
+stops training and evaluation with a :class:`NonFiniteDataError` (training can skip such transitions instead,
+see :class:`~sb3_safe.common.safe_algorithm.SafeAlgorithmMixin`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,19 @@ class MissingCostError(ValueError):
     """An environment step did not report its cost in ``info["cost"]``."""
 
 
+class InvalidCostError(MissingCostError):
+    """A step's ``info["cost"]`` (or ``info["costs"]``) is there but is not one number (one per constraint)."""
+
+
+class NonFiniteDataError(ValueError):
+    """A reward, cost or observation from the environment was NaN or infinite."""
+
+
+NONFINITE_KEY = "nonfinite"
+"""``info`` key that marks a transition skipped for non-finite data (``nonfinite="skip"``): the names of the
+fields that were not finite, e.g. ``("reward",)``."""
+
+
 def _missing_cost_message(info: Mapping[str, Any], env_name: str | None) -> str:
     where = f"environment '{env_name}'" if env_name else "the environment"
     keys = ", ".join(sorted(map(str, info.keys()))) or "none"
@@ -36,6 +53,48 @@ def _missing_cost_message(info: Mapping[str, Any], env_name: str | None) -> str:
         f"(info keys at this step: {keys}). Use an environment from an sb3-safe plugin "
         "(see sb3_safe.list_envs()), or wrap yours so that step() puts its constraint cost in info['cost']."
     )
+
+
+def _found(value: Any) -> str:
+    """What a cost value is, for messages: its type, its shape when it is an array, and its value."""
+    name = "numpy array" if isinstance(value, np.ndarray) else type(value).__name__
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    shape = getattr(value, "shape", None)
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{article} {name}" + (f" of shape {tuple(shape)}" if shape is not None else "") + f": {text}"
+
+
+def _numeric(value: Any, key: str, env_name: str | None) -> np.ndarray:
+    """``value`` as a float64 array, or an :class:`InvalidCostError` naming ``info[key]`` and what was found."""
+    array = None
+    if not isinstance(value, str | bytes):
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):  # e.g. ragged sequences
+            array = None
+    if array is None or array.dtype.kind not in "biuf":
+        where = f"environment '{env_name}'" if env_name else "the environment"
+        raise InvalidCostError(
+            f"info['{key}'] of {where} holds {_found(value)}, not {'numbers' if key == COSTS_KEY else 'a number'}: "
+            "info['cost'] must be one float per step "
+            "(several constraints: a 1-D array of floats in info['costs'], with info['cost'] their sum, and "
+            "n_costs set to their number)."
+        )
+    return array.astype(np.float64)
+
+
+def _as_cost(value: Any, env_name: str | None) -> float:
+    """One step's total cost from ``info["cost"]``, checked: a number (or a one-element array)."""
+    array = _numeric(value, COST_KEY, env_name)
+    if array.size != 1:
+        where = f"environment '{env_name}'" if env_name else "the environment"
+        raise InvalidCostError(
+            f"info['cost'] of {where} holds {_found(value)}; it must be one float per step. With several "
+            "constraints put the per-constraint costs in info['costs'] (a 1-D array), info['cost'] their sum, and "
+            "pass n_costs equal to their number."
+        )
+    return float(array.reshape(-1)[0])
 
 
 def step_costs(info: Mapping[str, Any], n_costs: int = 1, env_name: str | None = None) -> np.ndarray:
@@ -51,16 +110,17 @@ def step_costs(info: Mapping[str, Any], n_costs: int = 1, env_name: str | None =
 
     Raises:
         MissingCostError: If the step carries no cost, or not ``n_costs`` of them.
+        InvalidCostError: If the cost is not a number (e.g. a string, or an array in ``info["cost"]``).
     """
     if n_costs > 1 or COSTS_KEY in info:
         if COSTS_KEY not in info:
             if n_costs == 1 and COST_KEY in info:
-                return np.array([float(info[COST_KEY])])
+                return np.array([_as_cost(info[COST_KEY], env_name)])
             raise MissingCostError(
                 f"{_missing_cost_message(info, env_name)} With n_costs={n_costs} constraints the per-constraint "
                 "costs must also be a 1-D array in info['costs']."
             )
-        costs = np.asarray(info[COSTS_KEY], dtype=np.float64).reshape(-1)
+        costs = _numeric(info[COSTS_KEY], COSTS_KEY, env_name).reshape(-1)
         if costs.shape[0] != n_costs:
             raise MissingCostError(
                 f"info['costs'] has {costs.shape[0]} entries but the algorithm was set up for n_costs={n_costs} "
@@ -69,16 +129,49 @@ def step_costs(info: Mapping[str, Any], n_costs: int = 1, env_name: str | None =
         return costs
     if COST_KEY not in info:
         raise MissingCostError(_missing_cost_message(info, env_name))
-    return np.array([float(info[COST_KEY])])
+    return np.array([_as_cost(info[COST_KEY], env_name)])
 
 
 def step_cost(info: Mapping[str, Any], env_name: str | None = None) -> float:
-    """The total cost of one step (``info["cost"]``), with the protocol's clear error when it is missing."""
+    """The total cost of one step (``info["cost"]``), with the protocol's clear error when it is missing.
+
+    Raises:
+        MissingCostError: If the step carries no cost.
+        InvalidCostError: If the cost is not one number (e.g. a string, or an array in ``info["cost"]``).
+    """
     if COST_KEY in info:
-        return float(info[COST_KEY])
+        return _as_cost(info[COST_KEY], env_name)
     if COSTS_KEY in info:
-        return float(np.sum(info[COSTS_KEY]))
+        return float(np.sum(_numeric(info[COSTS_KEY], COSTS_KEY, env_name)))
     raise MissingCostError(_missing_cost_message(info, env_name))
+
+
+def describe_nonfinite(value: Any) -> str | None:
+    """Where a number, an array or a dict of arrays is NaN or infinite, for messages; ``None`` if all is finite.
+
+    Examples: ``"is nan"`` (a number), ``"entries [0, 3] of shape (8,) are inf, nan"`` (an array),
+    ``"['position'] is -inf"`` (a dict).
+    """
+    if isinstance(value, Mapping):
+        parts = [f"['{key}'] {text}" for key, item in value.items() if (text := describe_nonfinite(item)) is not None]
+        return "; ".join(parts) or None
+    array = np.asarray(value)
+    if array.dtype.kind not in "fc" or np.isfinite(array).all():  # integers and booleans are always finite
+        return None
+    bad = ~np.isfinite(array)
+    values = ", ".join(sorted({str(v) for v in array[bad].reshape(-1).tolist()}))
+    if array.size == 1:
+        return f"is {values}"
+    where = np.argwhere(bad)
+    index = [int(i[0]) if array.ndim == 1 else tuple(int(j) for j in i) for i in where[:5]]
+    more = f" and {len(where) - 5} more" if len(where) > 5 else ""
+    return f"entries {index}{more} of shape {array.shape} are {values}"
+
+
+def nonfinite_message(problems: Sequence[str], env_name: str | None, where: str, remedy: str) -> str:
+    """The text of a :class:`NonFiniteDataError`: the environment, where (env index, step), what was bad, what to do."""
+    env = f"environment '{env_name}'" if env_name else "the environment (it has no registered id)"
+    return f"Non-finite data from {env} {where}: {'; '.join(problems)}. {remedy}"
 
 
 def costs_from_infos(infos: Sequence[Mapping[str, Any]], n_costs: int = 1, env_name: str | None = None) -> np.ndarray:

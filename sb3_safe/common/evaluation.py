@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,21 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from sb3_safe.common.costs import EPISODE_COST_KEY, env_name_of, step_cost, validate_cost_limit
+from sb3_safe.common.costs import (
+    EPISODE_COST_KEY,
+    NonFiniteDataError,
+    describe_nonfinite,
+    env_name_of,
+    nonfinite_message,
+    step_cost,
+    validate_cost_limit,
+)
+
+_EVALUATION_REMEDY = (
+    "An episode with a NaN or infinite reward or cost has no return or cost to report (a NaN cost would pass any "
+    "limit test), and evaluate_safe_policy has no skip option: fix the environment, or wrap it so that it returns "
+    "finite values."
+)
 
 
 @dataclass(frozen=True)
@@ -63,12 +78,19 @@ class SafeEvaluationResult:
         return float(np.sum(self.costs) / max(int(np.sum(self.lengths)), 1))
 
     def n_over_limit(self, limit: float) -> int:
-        """Number of episodes whose cost exceeded ``limit`` (a per-episode, undiscounted limit >= 0)."""
-        return int(np.sum(self.costs > float(validate_cost_limit(limit)[0])))
+        """Number of episodes whose cost exceeded ``limit`` (a per-episode, undiscounted limit >= 0).
+
+        An episode whose cost is not finite (NaN or inf) counts as over the limit: it is never within it.
+        """
+        costs = np.asarray(self.costs, dtype=np.float64)
+        return int(np.sum(~np.isfinite(costs) | (costs > float(validate_cost_limit(limit)[0]))))
 
     def is_feasible(self, limit: float | None) -> bool:
-        """Whether the mean episode cost is within ``limit`` (always true without a limit)."""
-        return limit is None or self.mean_cost <= float(validate_cost_limit(limit)[0])
+        """Whether the mean episode cost is within ``limit`` (always true without a limit; never for a NaN cost)."""
+        if limit is None:
+            return True
+        mean = self.mean_cost
+        return math.isfinite(mean) and mean <= float(validate_cost_limit(limit)[0])
 
     def as_dict(self, limit: float | None = None) -> dict[str, float]:
         """The summaries as a flat dict (e.g. for logging or a table row)."""
@@ -111,6 +133,17 @@ def _as_vec_env(env: gym.Env | VecEnv | str) -> VecEnv:
     return DummyVecEnv([lambda: env])  # type: ignore[list-item,return-value]
 
 
+def _row(obs: Any, index: int) -> Any:
+    return {key: value[index] for key, value in obs.items()} if isinstance(obs, Mapping) else obs[index]
+
+
+def _check_finite(values: list[tuple[str, Any]], env_name: str | None, where: str) -> None:
+    """Raise :class:`NonFiniteDataError` if one of the named values is NaN or infinite."""
+    problems = [f"{name} {text}" for name, value in values if (text := describe_nonfinite(value)) is not None]
+    if problems:
+        raise NonFiniteDataError(nonfinite_message(problems, env_name, where, _EVALUATION_REMEDY))
+
+
 def evaluate_safe_policy(
     model: Any,
     env: gym.Env | VecEnv | str,
@@ -138,6 +171,7 @@ def evaluate_safe_policy(
 
     Raises:
         MissingCostError: If the environment does not report ``info["cost"]``.
+        NonFiniteDataError: If a reward, cost or observation is NaN or infinite (there is no skip option here).
     """
     if n_eval_episodes < 1:
         raise ValueError(f"n_eval_episodes must be >= 1, got {n_eval_episodes}.")
@@ -151,6 +185,8 @@ def evaluate_safe_policy(
     costs: list[float] = []
     lengths: list[int] = []
     observations = vec_env.reset()
+    for i in range(n_envs):
+        _check_finite([("observation from env.reset()", _row(observations, i))], env_name, f"(env index {i})")
     states = None
     episode_starts = np.ones(n_envs, dtype=bool)
     while (counts < targets).any():
@@ -159,7 +195,20 @@ def evaluate_safe_policy(
         )
         observations, rewards, dones, infos = vec_env.step(actions)
         for i in range(n_envs):
-            running[i] += (float(rewards[i]), step_cost(infos[i], env_name), 1.0)
+            cost = step_cost(infos[i], env_name)
+            terminal = infos[i].get("terminal_observation") if dones[i] else None
+            where = f"(env index {i}) at step {int(running[i, 2]) + 1} of its evaluation episode {counts[i] + 1}"
+            _check_finite(
+                [
+                    ("reward", rewards[i]),
+                    ("cost info['cost']", cost),
+                    ("observation", _row(observations, i)),
+                    ("terminal observation (info['terminal_observation'])", terminal),
+                ],
+                env_name,
+                where,
+            )
+            running[i] += (float(rewards[i]), cost, 1.0)
             episode_starts[i] = dones[i]
             if not dones[i]:
                 continue

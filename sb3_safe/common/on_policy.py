@@ -13,6 +13,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safe.common.buffers import COST_ROLLOUT_BUFFERS, CostDictRolloutBuffer, CostRolloutBuffer
+from sb3_safe.common.costs import NONFINITE_KEY
 from sb3_safe.common.safe_algorithm import SafeAlgorithmMixin
 
 
@@ -25,7 +26,13 @@ class SafeOnPolicyAlgorithm(SafeAlgorithmMixin, OnPolicyAlgorithm):
     applies to rewards); at the end of the rollout the buffer computes GAE cost advantages and cost returns.
 
     Put this class first in the bases, e.g. ``class MyPPO(SafeOnPolicyAlgorithm, PPO)``. See
-    :class:`SafeAlgorithmMixin` for ``cost_limit``, ``n_costs`` and the logged safety metrics.
+    :class:`SafeAlgorithmMixin` for ``cost_limit``, ``n_costs``, ``nonfinite`` and the logged safety metrics.
+
+    With ``nonfinite="skip"`` a step with a NaN or infinite reward, cost or observation cannot be dropped from the
+    fixed ``(n_steps, n_envs)`` rollout: the buffer stores it with its own value estimates V(s), V_c(s) as reward
+    and cost and an episode boundary after it, so its advantages are 0 (before any minibatch normalisation of the
+    advantages, which only shifts them), its value targets are the critics' own estimates, and the steps before it
+    bootstrap from V(s) as at a time-limit truncation. No made-up reward or cost (such as 0) is learnt from.
     """
 
     rollout_buffer: RolloutBuffer
@@ -68,8 +75,11 @@ class SafeOnPolicyAlgorithm(SafeAlgorithmMixin, OnPolicyAlgorithm):
             terminal_obs = infos[idx].get("terminal_observation")
             if done and terminal_obs is not None and infos[idx].get("TimeLimit.truncated", False):
                 costs[idx] += self.gamma * self._predict_cost_values(terminal_obs)[0]
+        skipped = np.array([NONFINITE_KEY in info for info in infos], dtype=bool)  # flagged by the guard
         # SB3 stores the pre-step observation, still in self._last_obs at this point.
-        buffer.stage_costs(costs, self._predict_cost_values(self._last_obs))  # type: ignore[attr-defined]
+        buffer.stage_costs(  # type: ignore[attr-defined]
+            costs, self._predict_cost_values(self._last_obs), skipped=skipped if skipped.any() else None
+        )
 
     def collect_rollouts(
         self,

@@ -75,6 +75,8 @@ class CVPO(SafeOffPolicyAlgorithm):
         old_policy: ``"polyak"`` (pi_old is a slowly moving target actor) or ``"hard_copy"``.
         old_policy_update_interval: With ``"hard_copy"``, copy the actor every this many gradient steps.
         n_costs: Number of constraints m reported by the env (``info["costs"]`` when m > 1).
+        nonfinite: ``"raise"`` (default) or ``"skip"``: what a NaN or infinite reward, cost or observation from the
+            env does (see :class:`~sb3_safe.common.safe_algorithm.SafeAlgorithmMixin`).
         replay_buffer_class: A cost replay buffer class (default: chosen like SB3 chooses).
         replay_buffer_kwargs: Its keyword arguments.
         optimize_memory_usage: SB3's memory-efficient replay buffer.
@@ -140,6 +142,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         old_policy: str = "polyak",
         old_policy_update_interval: int = 1,
         n_costs: int = 1,
+        nonfinite: str = "raise",
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
@@ -200,6 +203,7 @@ class CVPO(SafeOffPolicyAlgorithm):
             env,
             cost_limit=cost_limit,
             n_costs=n_costs,
+            nonfinite=nonfinite,
             learning_rate=learning_rate,
             buffer_size=buffer_size,
             learning_starts=learning_starts,

@@ -76,6 +76,8 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
         lagrange_kwargs: More :class:`LagrangeMultiplier` options: ``parameterization`` (default
             ``"projected"``), ``kp``, ``ki``, ``kd``, ``max_value``.
         n_costs: Number of constraints reported by the environment.
+        nonfinite: ``"raise"`` (default) or ``"skip"``: what a NaN or infinite reward, cost or observation from the
+            env does (see :class:`~sb3_safe.common.safe_algorithm.SafeAlgorithmMixin`).
         rollout_buffer_class: A cost rollout buffer class (``None``: chosen from the observation space).
         rollout_buffer_kwargs: Keyword arguments of the rollout buffer.
         stats_window_size: Episodes in the logging window (and the fallback window of the lambda update).
@@ -124,6 +126,7 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
         lagrange_init: float = 0.0,
         lagrange_kwargs: dict[str, Any] | None = None,
         n_costs: int = 1,
+        nonfinite: str = "raise",
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         stats_window_size: int = 100,
@@ -168,6 +171,7 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
             env,
             cost_limit=cost_limit,
             n_costs=n_costs,
+            nonfinite=nonfinite,
             learning_rate=learning_rate,
             n_steps=n_steps,
             batch_size=batch_size,
