@@ -139,11 +139,12 @@ def plot_diagnostics(env: str, seed0: dict[str, Rows], limit: float | None, path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     colors = {algo: f"C{i % 10}" for i, algo in enumerate(sorted(seed0))}
     panels: list[tuple[str, list[tuple[Any, Any, str, str, str]]]] = []
     for title, names, styles in (
-        ("Lagrange multiplier λ", ["train/lambda"], ["-"]),
+        ("Lagrange multiplier λ (symlog)", ["train/lambda"], ["-"]),
         ("temperature η (E-step)", ["train/eta"], ["-"]),
         ("Q_c mean (solid) vs threshold (dashed)", ["train/qc_mean", "train/qc_threshold"], ["-", "--"]),
         ("episode cost used for λ", ["train/ep_cost_for_lambda"], ["-"]),
@@ -167,6 +168,9 @@ def plot_diagnostics(env: str, seed0: dict[str, Rows], limit: float | None, path
             axis.plot(steps, values, style, marker=".", markersize=3, color=color, label=label, linewidth=1)
         if title.startswith("episode cost") and limit is not None:
             axis.axhline(limit, color="black", linestyle=":", label=f"cost limit ({limit:g})")
+        if title.startswith("Lagrange"):  # CVPO's E-step dual and the baselines' multipliers differ by orders
+            axis.set_yscale("symlog", linthresh=0.1)
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("environment steps")
         axis.grid(alpha=0.3)
