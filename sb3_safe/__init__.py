@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sb3_safe.common.monitor import SafeMonitor
     from sb3_safe.common.unconstrained import UnconstrainedSAC
     from sb3_safe.cvpo import CVPO
+    from sb3_safe.export import export_policy, load_policy
     from sb3_safe.lagrangian import PPOLag, SACLag, TD3Lag
     from sb3_safe.linear import LSVIUCB, RSLUCBQVI, SLUCBQVI
 
@@ -57,6 +58,8 @@ _LAZY = {
     "UnconstrainedSAC": "sb3_safe.common.unconstrained",
     "evaluate_safe_policy": "sb3_safe.common.evaluation",
     "make_vec_env": "sb3_safe.common.env_util",
+    "export_policy": "sb3_safe.export",
+    "load_policy": "sb3_safe.export",
 }
 
 __all__ = [
@@ -81,9 +84,11 @@ __all__ = [
     "env_providers",
     "episode_length_of",
     "evaluate_safe_policy",
+    "export_policy",
     "get_algorithm",
     "list_algorithms",
     "list_envs",
+    "load_policy",
     "make_env",
     "make_vec_env",
 ]

@@ -86,6 +86,7 @@ class LinearQVIPolicy(BasePolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
+        data.pop("normalize_images", None)  # BasePolicy's, not an argument of this policy (SB3's policy.load too)
         data.update(
             horizon=self.horizon,
             n_states=self.n_states,
