@@ -51,3 +51,19 @@ def test_missing_cost_is_an_error_at_the_first_step():
     env.reset(seed=0)
     with pytest.raises(MissingCostError, match=r"'ToyNoCost-v0' did not report a cost"):
         env.step(np.array([0.1], dtype=np.float32))
+
+
+@pytest.mark.parametrize("env_id", ["SafetyPointGoal1-v0", "SafetyBallCircle-v0"])
+def test_gymnasiums_env_checker_passes_on_made_envs(env_id):
+    """SafeMonitor records its arguments, so gymnasium can rebuild the env from its spec (and check_env passes)."""
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    import sb3_safe
+
+    env = sb3_safe.make_env(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its advice (float64 bounds and the like) is not under test
+        check_env(env, skip_render_check=True)
+    assert any(wrapper.name == "SafeMonitor" for wrapper in env.spec.additional_wrappers)

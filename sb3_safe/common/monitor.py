@@ -11,7 +11,7 @@ from stable_baselines3.common.monitor import Monitor
 from sb3_safe.common.costs import EPISODE_COST_KEY, step_cost
 
 
-class SafeMonitor(Monitor):
+class SafeMonitor(Monitor, gym.utils.RecordConstructorArgs):
     """SB3's Monitor that also sums the per-step cost of each episode.
 
     At the end of an episode ``info["episode"]`` holds ``{"r": return, "l": length, "c": cost, "t": time}``,
@@ -39,8 +39,17 @@ class SafeMonitor(Monitor):
         info_keywords: tuple[str, ...] = (),
         override_existing: bool = True,
     ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(  # so that gymnasium can rebuild the wrapped env from its spec
+            self,
+            filename=filename,
+            allow_early_resets=allow_early_resets,
+            reset_keywords=reset_keywords,
+            info_keywords=info_keywords,
+            override_existing=override_existing,
+        )
         # The CSV header gets the cost column through the extra keys.
-        super().__init__(
+        Monitor.__init__(
+            self,
             env,
             filename=filename,
             allow_early_resets=allow_early_resets,
