@@ -145,16 +145,22 @@ def _print_outcome(outcome: Any) -> None:
         print(f"  W&B (offline):  {offline[-1]}\n                  upload with: wandb sync {offline[-1]}")
 
 
+def _announce(run: Any, config: Any, step: int) -> None:
+    """The banner of ``train`` and ``resume``, printed once the run is validated and its directory written."""
+    what = "Training" if step == 0 else f"Resuming from step {step}:"
+    print(
+        f"{what} {config.algo} on {config.env} for {config.n_timesteps} steps ({config.n_envs} envs, seed "
+        f"{config.seed}, cost limit {config.cost_limit}); run directory {run.root}",
+        flush=True,
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from sb3_safe.experiment.runner import train
 
     config = _config_from_args(args, args.algo, args.env, args.seed)
     run_dir = args.run_dir or Path("runs") / f"{config.run_name()}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(
-        f"Training {config.algo} on {config.env} for {config.n_timesteps} steps ({config.n_envs} envs, seed "
-        f"{config.seed}, cost limit {config.cost_limit}); run directory {run_dir}"
-    )
-    outcome = train(config, run_dir, progress_bar=args.progress_bar)
+    outcome = train(config, run_dir, progress_bar=args.progress_bar, on_start=_announce)
     _print_outcome(outcome)
     return 130 if outcome.status == "interrupted" else 0
 
@@ -162,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from sb3_safe.experiment.runner import resume
 
-    outcome = resume(args.run_dir, force=args.force, progress_bar=args.progress_bar)
+    outcome = resume(args.run_dir, force=args.force, progress_bar=args.progress_bar, on_start=_announce)
     _print_outcome(outcome)
     return 130 if outcome.status == "interrupted" else 0
 
@@ -174,12 +180,25 @@ def _model_and_config(args: argparse.Namespace) -> tuple[Any, Any]:
     from sb3_safe.experiment.runner import algorithm_class, load_run_model
 
     target = Path(args.target)
+    if target.suffix == ".safetensors":
+        from sb3_safe.export import load_policy, read_policy_description
+
+        info = read_policy_description(target).get("info") or {}
+        env = args.env or info.get("env")
+        if env is None:
+            raise ConfigError(f"{target} does not say which environment it acts in: pass --env.")
+        cost_limit = args.cost_limit if args.cost_limit is not None else info.get("cost_limit")
+        algo = info.get("algo") or read_policy_description(target).get("algorithm") or "policy"
+        config = RunConfig(
+            algo=algo, env=env, cost_limit=cost_limit, env_kwargs=info.get("env_kwargs") or {}, seed=info.get("seed", 0)
+        )
+        return load_policy(target), config
     if target.is_dir():
         run = RunDirectory.existing(target)
         config = run.read_config()
         return load_run_model(run, config), config
     if target.suffix != ".zip" or not target.is_file():
-        raise ConfigError(f"{target} is neither a run directory nor a model .zip file.")
+        raise ConfigError(f"{target} is neither a run directory, a model .zip nor a policy .safetensors file.")
     for parent in (target.parent, target.parent.parent):  # RUN/model.zip or RUN/checkpoints/step_N.zip
         if (parent / "config.yaml").is_file():
             config = RunDirectory(parent).read_config()
@@ -224,10 +243,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a run's policy as a .safetensors file that loads without unpickling (see README "Security")."""
+    from sb3_safe.experiment.config import ConfigError
+    from sb3_safe.export import export_policy
+
+    if args.out.suffix != ".safetensors":
+        raise ConfigError(f"{args.out}: the policy file must end in .safetensors.")
+    args.env = args.algo = args.cost_limit = None
+    model, config = _model_and_config(args)
+    info = {
+        "algo": config.algo,
+        "env": config.env,
+        "cost_limit": config.cost_limit,
+        "env_kwargs": config.env_kwargs,
+        "seed": config.seed,
+    }
+    path = export_policy(model, args.out, info=info)
+    print(f"Policy of {config.algo} on {config.env}: {path}")
+    print(f"Load it with sb3_safe.load_policy({str(path)!r}), or evaluate it with `sb3-safe eval {path}`.")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
-    from sb3_safe.experiment.plots import plot_runs
+    from sb3_safe.experiment.config import ConfigError
+    from sb3_safe.experiment.plots import MAX_BINS, plot_runs
     from sb3_safe.experiment.runs import find_runs, load_run
 
+    if not 1 <= args.bins <= MAX_BINS:
+        raise ConfigError(f"--bins must be between 1 and {MAX_BINS}, got {args.bins}.")
     records = [load_run(path) for path in find_runs(args.runs)]
     out = args.out or (records[0].path / "plots" / "learning_curves.png" if len(records) == 1 else None)
     out = out or Path("learning_curves.png")
@@ -275,6 +319,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             for env in args.envs
             for seed in range(args.seeds)
         ]
+        from sb3_safe.experiment.config import check_env_kwargs
+
+        for env in dict.fromkeys(config.env for config in configs):  # before anything is written
+            check_env_kwargs(env, next(config.env_kwargs for config in configs if config.env == env))
         print(
             f"Benchmark: {len(configs)} runs ({len(args.algos)} algorithms x {len(args.envs)} envs x {args.seeds} "
             "seeds)"
@@ -357,10 +405,11 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="evaluate a trained agent (and record a video)",
-        description="Evaluate the final model of a run (or its last checkpoint), or a model .zip, and print return, "
+        description="Evaluate the final model of a run (or its last checkpoint), a model .zip or an exported policy "
+        "(.safetensors), and print return, "
         "cost, cost rate and episodes over the limit. --video records MP4 or GIF headlessly (MuJoCo offscreen).",
     )
-    evaluate.add_argument("target", metavar="RUN_DIR|MODEL.zip")
+    evaluate.add_argument("target", metavar="RUN_DIR|MODEL.zip|POLICY.safetensors")
     evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions instead of the mean action")
     evaluate.add_argument("--video", type=Path, help="write a video of the policy (.mp4 or .gif)")
@@ -371,15 +420,25 @@ def build_parser(*, suppress_defaults: bool = False) -> argparse.ArgumentParser:
     evaluate.add_argument("--cost-limit", type=float, help="cost limit for a model .zip outside a run directory")
     evaluate.set_defaults(handler=cmd_eval)
 
+    export = commands.add_parser(
+        "export",
+        help="write a run's policy as a .safetensors file that loads without running code",
+        description=cmd_export.__doc__,
+    )
+    export.add_argument("target", metavar="RUN_DIR|MODEL.zip", help="a run directory, or a model .zip inside one")
+    export.add_argument("out", type=Path, metavar="POLICY.safetensors")
+    export.set_defaults(handler=cmd_export)
+
     plot = commands.add_parser(
         "plot",
         help="plot learning curves of runs",
         description="Plot episode return and cost (with the cost limit) against environment steps: one row per "
-        "environment, one line per algorithm, mean and standard deviation over seeds. Folders are searched for runs.",
+        "environment, one line per algorithm, mean and standard deviation over seeds. Folders are searched for runs. "
+        "If no run has finished a training episode yet, the periodic evaluations are plotted instead.",
     )
     plot.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     plot.add_argument("--out", type=Path, help="PNG to write (default: RUN/plots/ for one run, else ./)")
-    plot.add_argument("--bins", type=int, default=20, help="step bins for averaging over seeds")
+    plot.add_argument("--bins", type=int, default=20, help="step bins for averaging over seeds (1 to 1000)")
     plot.add_argument("--title", help="figure title")
     plot.set_defaults(handler=cmd_plot)
 
@@ -468,20 +527,62 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _one_line_warnings(command: str) -> Any:
+    """A ``warnings.formatwarning`` that prints sb3-safe's own warnings as one line, ``sb3-safe CMD: warning: ...``."""
+    import warnings
+
+    package = str(Path(__file__).parent)
+    default = warnings.formatwarning
+
+    def formatwarning(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        if filename.startswith(package):
+            return f"sb3-safe {command}: warning: {' '.join(str(message).split())}\n"
+        return default(message, category, filename, lineno, line)
+
+    return formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sb3-safe`` console script; returns the exit code."""
+    """Entry point of the ``sb3-safe`` console script; returns the exit code.
+
+    Exit codes: 0 done, 2 a usage or configuration error (one line on stderr, no traceback), 1 a full disk (one
+    line; the run is marked failed and can be resumed), 130 interrupted (Ctrl-C).
+    """
+    import errno
+    import warnings
+
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the first `import mujoco`
     os.environ.setdefault("WANDB_SILENT", "true")  # the summary below says where the W&B run is
     args = build_parser().parse_args(argv)
     args.explicit = explicit_options(argv)
     import torch
 
+    from sb3_safe.experiment.runner import DiskFullError
+
     torch.set_num_threads(int(os.environ.get("SB3_SAFE_TORCH_THREADS", "1")))  # small MLPs: one thread is fastest
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warnings(args.command)
     try:
         return int(args.handler(args))
     except _user_errors() as error:
-        print(f"sb3-safe {args.command}: error: {error}", file=sys.stderr)
+        print(f"sb3-safe {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except DiskFullError as error:
+        print(f"sb3-safe {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        print(f"sb3-safe {args.command}: error: no space left on device{where}; free some space.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nsb3-safe {args.command}: interrupted.", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

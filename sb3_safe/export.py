@@ -156,12 +156,16 @@ def _constant_schedule(_: float) -> float:
 # --- public API ---------------------------------------------------------------------------------------------------
 
 
-def export_policy(model: BaseAlgorithm | BasePolicy, path: str | os.PathLike[str]) -> Path:
+def export_policy(
+    model: BaseAlgorithm | BasePolicy, path: str | os.PathLike[str], info: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``model``'s policy to a safetensors file that :func:`load_policy` reads without unpickling.
 
     Args:
         model: An SB3 algorithm (CVPO, SAC-Lag, PPO-Lag, plain SB3 ...) or its policy.
         path: The file to write (``.safetensors`` by convention); its folder is created.
+        info: Plain data stored beside the description (``sb3-safe export`` puts the run's environment, cost
+            limit and seed there, for ``sb3-safe eval``).
 
     Returns:
         The path written.
@@ -189,6 +193,7 @@ def export_policy(model: BaseAlgorithm | BasePolicy, path: str | os.PathLike[str
         "action_space": _space_to_json(action_space),
         "arguments": {key: _encode(key, value) for key, value in arguments.items()},
         "takes_lr_schedule": takes_schedule,
+        "info": _encode("info", dict(info or {})),
     }
     tensors = {key: value.detach().cpu().contiguous() for key, value in policy.state_dict().items()}
     target = Path(path)

@@ -9,12 +9,18 @@ and sent to W&B as the run config.
 
 from __future__ import annotations
 
+import builtins
+import collections.abc
 import contextlib
 import dataclasses
 import difflib
 import hashlib
 import inspect
+import math
 import os
+import re
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -132,6 +138,196 @@ def check_hyperparameter_keys(algorithm: str, algorithm_class: type, keys: Itera
             + "; ".join(problems)
             + f".\nValid keys: {', '.join(sorted(valid))}."
         )
+
+
+class _UnknownType(type):
+    """Stands for an annotation name that cannot be resolved at run time (imported only for type checkers)."""
+
+    def __getattr__(cls, name: str) -> _UnknownType:
+        return cls
+
+    def __getitem__(cls, item: Any) -> _UnknownType:
+        return cls
+
+
+class _Unknown(metaclass=_UnknownType):
+    pass
+
+
+class _Names(dict):  # type: ignore[type-arg]
+    """Names for evaluating an annotation: the module's and the builtins, anything else is :class:`_Unknown`."""
+
+    def __init__(self, module_globals: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.module_globals = module_globals
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.module_globals:
+            return self.module_globals[key]
+        return getattr(builtins, key, _Unknown)
+
+
+@cache
+def constructor_annotations(algorithm_class: type) -> dict[str, tuple[Any, str]]:
+    """``{argument: (type, as written)}`` for the constructor's annotated keyword arguments (following ``**kwargs``).
+
+    Annotations that name something importable only for type checkers resolve to a placeholder that accepts any
+    value.
+    """
+    found: dict[str, tuple[Any, str]] = {}
+    for klass in algorithm_class.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        for parameter in parameters:
+            if parameter.name in found or parameter.kind not in (
+                parameter.POSITIONAL_OR_KEYWORD,
+                parameter.KEYWORD_ONLY,
+            ):
+                continue
+            annotation = parameter.annotation
+            if annotation is parameter.empty:
+                continue
+            text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+            text = text.replace("collections.abc.", "").replace("typing.", "")
+            if isinstance(annotation, str):
+                try:
+                    annotation = eval(annotation, {}, _Names(getattr(init, "__globals__", {})))
+                except Exception:  # an annotation we cannot read: accept any value
+                    annotation = _Unknown
+            found[parameter.name] = (annotation, text)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return found
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` (plain YAML data) fits ``annotation``; annotations this does not understand accept anything."""
+    if annotation is Any or annotation is _Unknown or isinstance(annotation, typing.TypeVar):
+        return True
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_accepts(arm, value) for arm in arguments)
+    if origin is typing.Literal:
+        return value in arguments
+    if annotation is None or annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (collections.abc.Callable,) or annotation is collections.abc.Callable:
+        return callable(value)
+    if origin is type or annotation is type:
+        return isinstance(value, type)
+    if origin is tuple or annotation is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if not arguments or (len(arguments) == 2 and arguments[1] is Ellipsis):
+            return not arguments or all(_accepts(arguments[0], item) for item in value)
+        return len(value) == len(arguments) and all(_accepts(a, item) for a, item in zip(arguments, value, strict=True))
+    if origin in (list, collections.abc.Sequence) or annotation in (list, collections.abc.Sequence):
+        return isinstance(value, list | tuple) and (not arguments or all(_accepts(arguments[0], v) for v in value))
+    if origin in (dict, collections.abc.Mapping) or annotation in (dict, collections.abc.Mapping):
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        if annotation.__module__ == "numpy" and isinstance(value, list | tuple):  # np.ndarray from a YAML list
+            return True
+        try:
+            return isinstance(value, annotation)
+        except TypeError:  # a class that cannot be checked with isinstance
+            return True
+    return True
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    """``"1e-3"`` as a float and ``1e6`` as an int where the annotation wants a number of that kind, else ``value``."""
+    if _accepts(annotation, value):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+    if (
+        isinstance(number, float)
+        and math.isfinite(number)
+        and number.is_integer()
+        and _accepts(annotation, int(number))
+    ):
+        return int(number)
+    return number if _accepts(annotation, number) else value
+
+
+def check_hyperparameter_types(
+    algorithm: str, algorithm_class: type, params: Mapping[str, Any], source: str
+) -> dict[str, Any]:
+    """Check each value against the constructor's annotation, before anything is built or written.
+
+    Numbers written as text (``"3e-4"``, which YAML 1.1 reads as a string) become floats, and whole floats
+    (``1e6``) become ints, where the annotation asks for them.
+
+    Returns:
+        ``params`` with those conversions.
+
+    Raises:
+        ConfigError: Naming each key whose value has the wrong type, the value, and the type expected.
+    """
+    annotations = constructor_annotations(algorithm_class)
+    checked = dict(params)
+    problems = []
+    for key, value in params.items():
+        if key not in annotations:
+            continue
+        annotation, text = annotations[key]
+        value = _coerce(annotation, value)
+        if _accepts(annotation, value):
+            checked[key] = value
+        else:
+            problems.append(f"{key}={value!r} ({_type_name(value)}): {algorithm}'s {key} takes {text}")
+    if problems:
+        raise ConfigError(f"Wrong hyperparameter type in {source}: " + "; ".join(problems) + ".")
+    return checked
+
+
+def _type_name(value: Any) -> str:
+    name = type(value).__name__
+    named = {"str": "text", "NoneType": "null", "dict": "a mapping", "int": "an integer", "bool": "a boolean"}
+    return named.get(name, f"a {name}")
+
+
+_CREATOR_SUFFIX = re.compile(r"\s*was raised from the environment creator for .*$", re.DOTALL)
+
+
+def env_kwargs_error(env: str, env_kwargs: Mapping[str, Any], error: Exception) -> ConfigError:
+    """The ConfigError for an environment that refused its ``--env-kwargs`` (the gymnasium wrapper text dropped)."""
+    given = " ".join(f"{key}={value!r}" for key, value in env_kwargs.items())
+    reason = " ".join(_CREATOR_SUFFIX.sub("", str(error)).split())
+    return ConfigError(f"--env-kwargs {given}: {env} refused them: {reason}")
+
+
+def check_env_kwargs(env: str, env_kwargs: Mapping[str, Any]) -> None:
+    """Make (and close) one environment with ``env_kwargs``, to refuse unknown options before anything is written.
+
+    Raises:
+        ConfigError: If the environment refuses them (``TypeError`` or ``ValueError``).
+    """
+    if not env_kwargs:
+        return
+    from sb3_safe.registry import make_env
+
+    try:
+        instance = make_env(env, **env_kwargs)
+    except (TypeError, ValueError) as error:
+        raise env_kwargs_error(env, env_kwargs, error) from None
+    instance.close()
 
 
 @dataclasses.dataclass
@@ -279,10 +475,12 @@ def build_config(
     if conf_file is not None:
         user = load_conf_file(conf_file)
         check_hyperparameter_keys(name, algorithm_class, user, str(conf_file))
+        user = check_hyperparameter_types(name, algorithm_class, user, str(conf_file))
         params = merge_params(params, user)
         sources.append(str(conf_file))
     pairs = dict(overrides) if isinstance(overrides, Mapping) else dict(parse_override(o) for o in overrides)
     check_hyperparameter_keys(name, algorithm_class, pairs, "--hyperparams")
+    pairs = check_hyperparameter_types(name, algorithm_class, pairs, "--hyperparams")
     params = merge_params(params, pairs)
     if pairs:
         sources.append("--hyperparams " + " ".join(f"{k}={v}" for k, v in pairs.items()))

@@ -3,10 +3,12 @@
 ::
 
     RUN_DIR/
+      .lock                    held by the process training the run (see :mod:`sb3_safe.experiment.locks`)
       config.yaml              the resolved configuration (``sb3-safe resume`` reads it back)
-      run.json                 status (running / interrupted / finished), W&B run id, code version
-      checkpoints/state.json   the last complete checkpoint: step counter and the files below
-      checkpoints/step_<N>.zip, step_<N>_replay_buffer.pkl
+      run.json                 status (running / interrupted / failed / finished), W&B run id, code version
+      checkpoints/state.json   the newest complete checkpoint: step counter and the files below
+      checkpoints/state.previous.json   the one before it (``resume`` falls back to it)
+      checkpoints/step_<N>.zip, step_<N>_replay_buffer.pkl   the files of those two checkpoints
       checkpoints/best_model.zip   best feasible evaluation so far
       logs/progress.csv        SB3's logger (continuous across resumes)
       logs/tensorboard/        the same metrics for TensorBoard
@@ -25,6 +27,7 @@ import csv
 import dataclasses
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,10 @@ class RunDirectory:
     @property
     def state_file(self) -> Path:
         return self.checkpoints / "state.json"
+
+    @property
+    def previous_state_file(self) -> Path:
+        return self.checkpoints / "state.previous.json"
 
     @property
     def logs(self) -> Path:
@@ -165,22 +172,37 @@ class RunDirectory:
         return RunConfig.from_dict(data, str(self.config_file))
 
     def read_json(self, path: Path) -> dict[str, Any]:
-        """A JSON file of the run, or ``{}`` if it does not exist."""
-        return json.loads(path.read_text()) if path.is_file() else {}
+        """A JSON file of the run, or ``{}`` if it does not exist.
+
+        Raises:
+            RunDirectoryError: If it is not a JSON object (naming the file).
+        """
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as error:
+            raise RunDirectoryError(f"{path} is not valid JSON ({error}). Repair or delete it.") from None
+        if not isinstance(data, dict):
+            raise RunDirectoryError(f"{path} is not a JSON object. Repair or delete it.")
+        return data
 
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
         """Write a JSON file of the run atomically."""
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
-    def update_run_info(self, **fields: Any) -> dict[str, Any]:
-        """Merge ``fields`` into ``run.json``; returns the new content."""
-        info = {**self.read_json(self.run_file), **fields}
+    def update_run_info(self, drop: Iterable[str] = (), **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``run.json`` (removing the keys in ``drop``); returns the new content."""
+        info = {key: value for key, value in self.read_json(self.run_file).items() if key not in set(drop)}
+        info.update(fields)
         self.write_json(self.run_file, info)
         return info
 
 
 def truncate_csv(path: Path, column: str, max_value: float) -> int:
     """Drop the rows whose ``column`` exceeds ``max_value`` (rows logged after the checkpoint a resume starts from).
+
+    Rows with fewer cells than the header (a write cut short by a kill or a full disk) are dropped too.
 
     Returns:
         The number of rows kept. A missing file keeps 0 rows; a file without ``column`` is left as it is.
@@ -196,6 +218,8 @@ def truncate_csv(path: Path, column: str, max_value: float) -> int:
     index = header.index(column)
 
     def keep(row: list[str]) -> bool:
+        if len(row) < len(header):
+            return False
         try:
             return float(row[index]) <= max_value
         except (IndexError, ValueError):

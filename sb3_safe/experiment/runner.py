@@ -7,8 +7,12 @@ checkpoints, and at the end the final model, an evaluation, ``summary.json`` and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import json
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -23,15 +27,27 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safe.common.callbacks import EpisodeHistoryCallback, SafeEvalCallback
 from sb3_safe.common.evaluation import SafeEvaluationResult, evaluate_safe_policy
-from sb3_safe.common.files import append_csv_row, atomic_path
+from sb3_safe.common.files import append_csv_row, atomic_path, remove_temporaries
 from sb3_safe.experiment.checkpoints import (
+    CheckpointError,
+    NoCheckpointError,
     RunCheckpointCallback,
     StopRequest,
-    checkpoint_paths,
+    adopt_checkpoint,
+    find_checkpoints,
+    load_checkpoint,
     read_checkpoint,
+    remove_stale_files,
     write_checkpoint,
 )
-from sb3_safe.experiment.config import ConfigError, RunConfig, code_version
+from sb3_safe.experiment.config import (
+    ConfigError,
+    RunConfig,
+    check_hyperparameter_types,
+    code_version,
+    env_kwargs_error,
+)
+from sb3_safe.experiment.locks import DirectoryLock
 from sb3_safe.experiment.rundir import (
     EVALUATION_FIELDS,
     RunDirectory,
@@ -41,6 +57,29 @@ from sb3_safe.experiment.rundir import (
 from sb3_safe.registry import get_algorithm, make_env
 
 FINAL_EPISODES = 10  # training episodes averaged for the "final" return and cost
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+LOCK_WHAT = "training run"  # for the lock's error message: "another process is running this training run"
+
+OnStart = Callable[["RunDirectory", RunConfig, int], None]
+"""Called once a run is validated and its directory is ready, just before training starts or continues: the run
+directory, the configuration and the step training starts from (0 for a new run)."""
+
+
+class DiskFullError(RuntimeError):
+    """The disk filled up during a run; the run is marked failed in ``run.json`` and can be resumed later.
+
+    Attributes:
+        run: The run directory.
+    """
+
+    def __init__(self, message: str, run: RunDirectory) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is an ``OSError`` for a full disk or an exhausted quota."""
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 
 
 @dataclasses.dataclass
@@ -92,9 +131,15 @@ class EvaluationLogCallback(BaseCallback):
 
 
 def _make_vec_env(config: RunConfig) -> VecEnv:
+    """The training VecEnv; an environment that refuses its ``env_kwargs`` is a :class:`ConfigError`."""
     from sb3_safe.common.env_util import make_vec_env
 
-    return make_vec_env(config.env, n_envs=config.n_envs, seed=config.seed, env_kwargs=config.env_kwargs)
+    try:
+        return make_vec_env(config.env, n_envs=config.n_envs, seed=config.seed, env_kwargs=config.env_kwargs)
+    except (TypeError, ValueError) as error:
+        if not config.env_kwargs:
+            raise
+        raise env_kwargs_error(config.env, config.env_kwargs, error) from None
 
 
 def _build_logger(run: RunDirectory, wandb_run: Any) -> Logger:
@@ -172,7 +217,25 @@ def algorithm_class(name: str) -> type[BaseAlgorithm]:
 
 
 def _build_model(config: RunConfig, env: VecEnv) -> BaseAlgorithm:
-    return algorithm_class(config.algo)(env=env, seed=config.seed, verbose=0, **config.hyperparams)
+    """A new model; the constructor refusing the configuration or environment is a :class:`ConfigError`.
+
+    ``env`` is closed if the model cannot be built.
+    """
+    cls = algorithm_class(config.algo)
+    try:
+        params = check_hyperparameter_types(config.algo, cls, config.hyperparams, "the run configuration")
+    except ConfigError:
+        env.close()
+        raise
+    try:
+        return cls(env=env, seed=config.seed, verbose=0, **params)
+    except (TypeError, ValueError, AssertionError) as error:  # SB3 asserts some settings (learning-rate schedules)
+        env.close()
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise ConfigError(f"Cannot build {config.algo} for {config.env}: {message}") from error
+    except BaseException:
+        env.close()
+        raise
 
 
 def _learn(
@@ -189,7 +252,7 @@ def _learn(
     remaining = _remaining_timesteps(model, config)
     with StopRequest() as stop:
         callback, checkpointer = _callbacks(config, run, stop, extra, int(model.num_timesteps))
-        run.update_run_info(status="running")
+        run.update_run_info(drop=("error", "failed_at", "interrupted_by"), status="running")
         if remaining > 0:
             model.learn(
                 remaining,
@@ -203,7 +266,8 @@ def _learn(
             model.logger.close()
             _finish_wandb(wandb_run, exit_code=1)
             return RunOutcome(run, "interrupted", checkpointer.last_checkpoint_step)
-        write_checkpoint(model, run, extra)
+        if remaining > 0 or not resuming:  # a resume with nothing left to do already has its final checkpoint
+            write_checkpoint(model, run, extra)
     return _finish(model, config, run, wandb_run, seconds)
 
 
@@ -283,41 +347,137 @@ def evaluate_policy_for(
         )
 
 
-def train(config: RunConfig, run_dir: str | os.PathLike[str], *, progress_bar: bool = True) -> RunOutcome:
+def train(
+    config: RunConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    progress_bar: bool = True,
+    on_start: OnStart | None = None,
+) -> RunOutcome:
     """Train a new run into ``run_dir`` (see :mod:`sb3_safe.experiment.rundir` for what it writes).
 
-    SIGINT/SIGTERM stop it cleanly after a checkpoint (status ``"interrupted"``); ``resume`` continues it.
+    Everything that can be checked is checked before the directory is written: the environment (and its
+    ``env_kwargs``) and the model are built first. The run directory is locked while the run trains. SIGINT/SIGTERM
+    stop it cleanly after a checkpoint (status ``"interrupted"``); ``resume`` continues it. A run that fails is
+    marked ``"failed"`` in ``run.json`` (with the error) and can be resumed too.
+
+    Args:
+        config: The resolved configuration.
+        run_dir: The run directory (created; it must not hold a run yet).
+        progress_bar: Show SB3's progress bar.
+        on_start: Called (run, config, 0) once the run directory is written, just before training starts.
 
     Raises:
         RunDirectoryError: If ``run_dir`` already holds a run.
+        ConfigError: If the environment or the algorithm refuses the configuration (nothing is written).
+        LockedError: If another process is training in ``run_dir``.
+        DiskFullError: If the disk fills up (the run is marked failed; resume it once there is space).
     """
     run = RunDirectory(Path(run_dir))
     run.check_new()
-    env = _make_vec_env(config)  # fails early (unknown env, missing cost) before anything is written
     config = dataclasses.replace(config, sb3_safe_version=_package_version(), code_version=code_version())
+    env = _make_vec_env(config)  # fails early (unknown env, bad env_kwargs, missing cost) before anything is written
+    model = _build_model(config, env)
+    existed = run.root.exists()
+    lock = DirectoryLock(run.root, what=LOCK_WHAT)
     try:
-        model = _build_model(config, env)
-    except (TypeError, ValueError) as error:  # the algorithm refused this configuration or environment
-        env.close()
-        raise ConfigError(f"Cannot build {config.algo} for {config.env}: {error}") from error
-    except Exception:
+        lock.acquire()
+    except BaseException:
         env.close()
         raise
-    run.create()
-    run.write_config(config)
-    wandb_run = _start_wandb(config, run, None, resume=False)
-    run.update_run_info(
-        status="starting",
-        wandb_run_id=getattr(wandb_run, "id", None),
-        code_version=config.code_version,
-        config_fingerprint=config.fingerprint(),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    try:
+        try:
+            run.check_new()  # again, under the lock: another process may have started a run here meanwhile
+            run.create()
+            _remove_temporaries(run)
+            run.write_config(config)
+        except BaseException as error:
+            env.close()
+            if not existed:
+                shutil.rmtree(run.root, ignore_errors=True)
+            if is_disk_full(error):
+                raise DiskFullError(f"{_disk_full_reason(error, run)}; nothing was kept.", run) from error
+            raise
+
+        def body(seconds: Callable[[], float]) -> RunOutcome:
+            wandb_run = _start_wandb(config, run, None, resume=False)
+            held["wandb_run"] = wandb_run
+            run.update_run_info(
+                status="starting",
+                wandb_run_id=getattr(wandb_run, "id", None),
+                code_version=config.code_version,
+                config_fingerprint=config.fingerprint(),
+                created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            )
+            if on_start is not None:
+                on_start(run, config, 0)
+            return _learn(model, config, run, wandb_run, progress_bar, False, seconds)
+
+        held: dict[str, Any] = {}
+        return _session(run, body, lambda: _abandon(model, held.get("wandb_run")))
+    finally:
+        lock.release()
+
+
+def _remove_temporaries(run: RunDirectory) -> None:
+    """Delete what killed atomic writes left in the folders the runner writes (not videos/: ``eval``'s)."""
+    for folder in (run.root, run.logs, run.plots):
+        remove_temporaries(folder)
+    if run.checkpoints.is_dir():
+        remove_stale_files(run)
+
+
+def _disk_full_reason(error: BaseException, run: RunDirectory) -> str:
+    assert isinstance(error, OSError)
+    where = f"writing {error.filename}" if error.filename else f"writing into {run.root}"
+    return f"No space left on device ({errno.errorcode.get(error.errno or 0, error.errno)}) while {where}"
+
+
+def _disk_full_message(error: BaseException, run: RunDirectory) -> str:
+    try:
+        kept = f"keeps its last complete checkpoint (step {read_checkpoint(run)['num_timesteps']})"
+        then = f"continue it with `sb3-safe resume {run.root}`"
+    except RunDirectoryError:
+        kept, then = "has no checkpoint yet", f"`sb3-safe resume {run.root}` trains it again from step 0"
+    return (
+        f"{_disk_full_reason(error, run)}. The run is marked failed in {run.run_file} and {kept}: free some "
+        f"space, then {then}."
     )
-    return _timed(run, lambda seconds: _learn(model, config, run, wandb_run, progress_bar, False, seconds))
 
 
-def _timed(run: RunDirectory, body: Callable[[Callable[[], float]], RunOutcome]) -> RunOutcome:
-    """Run ``body(seconds)``, where ``seconds()`` is the run's training time so far (earlier sessions included)."""
+def _abandon(model: BaseAlgorithm, wandb_run: Any) -> None:
+    """Release what a failed session holds: the logger's files, the W&B run, the environments."""
+    with contextlib.suppress(Exception):
+        model.logger.close()
+    with contextlib.suppress(Exception):
+        _finish_wandb(wandb_run, exit_code=1)
+    with contextlib.suppress(Exception):
+        if model.env is not None:
+            model.env.close()
+
+
+def _record_status(run: RunDirectory, **fields: Any) -> None:
+    """Best effort: merge ``fields`` into ``run.json``, in place if the disk is too full for an atomic write."""
+    try:
+        run.update_run_info(**fields)
+        return
+    except (OSError, ValueError):
+        pass
+    with contextlib.suppress(OSError, ValueError):
+        info = {**run.read_json(run.run_file), **fields}
+        with open(run.run_file, "r+") as handle:
+            handle.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            handle.truncate()
+
+
+def _session(
+    run: RunDirectory, body: Callable[[Callable[[], float]], RunOutcome], abandon: Callable[[], None]
+) -> RunOutcome:
+    """Run ``body(seconds)``, where ``seconds()`` is the run's training time so far (earlier sessions included).
+
+    If it fails, ``abandon()`` releases what it held and ``run.json`` says so: ``"failed"`` with the error, or
+    ``"interrupted"`` for a second Ctrl-C; a full disk becomes a :class:`DiskFullError`.
+    """
     start = time.perf_counter()
     previous = float(run.read_json(run.run_file).get("train_seconds", 0.0))
 
@@ -325,9 +485,20 @@ def _timed(run: RunDirectory, body: Callable[[Callable[[], float]], RunOutcome])
         return previous + time.perf_counter() - start
 
     try:
-        return body(seconds)
-    finally:
+        outcome = body(seconds)
         run.update_run_info(train_seconds=seconds())
+        return outcome
+    except BaseException as error:
+        abandon()
+        when = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: stopped at once, from the last checkpoint on
+            _record_status(run, status="interrupted", interrupted_by="KeyboardInterrupt", train_seconds=seconds())
+            raise
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        _record_status(run, status="failed", error=reason, failed_at=when, train_seconds=seconds())
+        if is_disk_full(error):
+            raise DiskFullError(_disk_full_message(error, run), run) from error
+        raise
 
 
 def _package_version() -> str:
@@ -340,24 +511,43 @@ class ResumeRefusedError(RuntimeError):
     """A resume that would mix code or configuration versions; ``force=True`` overrides it."""
 
 
-def resume(run_dir: str | os.PathLike[str], *, force: bool = False, progress_bar: bool = True) -> RunOutcome:
-    """Continue an interrupted run from its last checkpoint: model, replay buffer, duals, step counter, W&B run.
+def resume(
+    run_dir: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress_bar: bool = True,
+    on_start: OnStart | None = None,
+) -> RunOutcome:
+    """Continue a run from its last checkpoint: model, replay buffer, duals, step counter, W&B run.
 
-    Rows logged after that checkpoint (by the interrupted process) are dropped from the CSV logs, so the logs
-    continue without gaps or repeats, and training runs until the configured ``n_timesteps``.
+    The newest checkpoint is used, or the one before it if the newest is unreadable (with a
+    :class:`~sb3_safe.experiment.checkpoints.CheckpointFallbackWarning`). Rows logged after that checkpoint (by the
+    interrupted process) are dropped from the CSV logs, so the logs continue without gaps or repeats, and training
+    runs until the configured ``n_timesteps``. A run stopped before its first checkpoint is trained again from step
+    0, in the same directory, with the same configuration; its logs start over (and a new W&B run). The run
+    directory is locked while the run trains.
+
+    Args:
+        run_dir: The run directory.
+        force: Resume even if the code or ``config.yaml`` changed since the run started (with a warning).
+        progress_bar: Show SB3's progress bar.
+        on_start: Called (run, config, step) once the checkpoint is loaded, just before training continues.
 
     Raises:
-        RunDirectoryError: If ``run_dir`` is not a run directory or has no checkpoint.
+        RunDirectoryError: If ``run_dir`` is not a run directory, has finished, or no checkpoint of it can be read
+            (:class:`~sb3_safe.experiment.checkpoints.CheckpointError`, naming the files).
         ResumeRefusedError: If the code or ``config.yaml`` changed since the run started (unless ``force``).
+        LockedError: If another process is training in ``run_dir``.
+        DiskFullError: If the disk fills up (the run is marked failed).
     """
     run = RunDirectory.existing(run_dir)
-    config = run.read_config()
-    info = run.read_json(run.run_file)
-    if info.get("status") == "finished" and run.summary_file.is_file():
-        raise RunDirectoryError(f"{run.root} has already finished ({config.n_timesteps} steps): nothing to resume.")
-    state = read_checkpoint(run)
+    with DirectoryLock(run.root, what=LOCK_WHAT):
+        return _resume_locked(run, force, progress_bar, on_start)
+
+
+def _check_versions(run: RunDirectory, config: RunConfig, fingerprint: str | None, force: bool) -> None:
     problems = []
-    if state.get("config_fingerprint") not in (None, config.fingerprint()):
+    if fingerprint not in (None, config.fingerprint()):
         problems.append(f"{run.config_file} was edited since the run started")
     current = code_version()
     if config.code_version and config.code_version != current:
@@ -366,35 +556,107 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, progress_bar
         message = "Resuming " + str(run.root) + ": " + "; ".join(problems) + "."
         if not force:
             raise ResumeRefusedError(message + " The result would mix versions; pass --force to resume anyway.")
-        warnings.warn(message + " Resuming anyway (--force).", stacklevel=2)
-    step = int(state["num_timesteps"])
-    for path, column in (
-        (run.progress_csv, "time/total_timesteps"),
-        (run.episodes_csv, "timestep"),
-        (run.evaluations_csv, "timestep"),
-    ):
-        truncate_csv(path, column, step)
+        warnings.warn(message + " Resuming anyway (--force).", stacklevel=3)
+
+
+def _resume_locked(run: RunDirectory, force: bool, progress_bar: bool, on_start: OnStart | None) -> RunOutcome:
+    config = run.read_config()
+    info = run.read_json(run.run_file)
+    if info.get("status") == "finished" and run.summary_file.is_file():
+        raise RunDirectoryError(f"{run.root} has already finished ({config.n_timesteps} steps): nothing to resume.")
+    states, problems = find_checkpoints(run)
+    if not states and problems:
+        raise CheckpointError(
+            f"No checkpoint of {run.root} can be read: " + "; ".join(problems) + ". To train the run again from "
+            f"step 0, delete {run.state_file} and {run.previous_state_file}, then `sb3-safe resume {run.root}`."
+        )
+    fresh = not states
+    fingerprint = states[0].get("config_fingerprint") if states else info.get("config_fingerprint")
+    _check_versions(run, config, fingerprint, force)
     env = _make_vec_env(config)
-    model_path, buffer_path = checkpoint_paths(run, state)
-    model = algorithm_class(config.algo).load(model_path, env=env)
-    if buffer_path is not None and hasattr(model, "load_replay_buffer"):
-        model.load_replay_buffer(buffer_path)
-    wandb_run = _start_wandb(config, run, state.get("wandb_run_id") or info.get("wandb_run_id"), resume=True)
-    run.update_run_info(resumed_from=step, resumes=int(info.get("resumes", 0)) + 1)
-    return _timed(run, lambda seconds: _learn(model, config, run, wandb_run, progress_bar, True, seconds))
+    if fresh:
+        model = _build_model(config, env)
+        state: dict[str, Any] = {"num_timesteps": 0}
+    else:
+        try:
+            cls = algorithm_class(config.algo)
+            model, state = load_checkpoint(run, lambda path: cls.load(path, env=env))
+        except BaseException:
+            env.close()
+            raise
+    step = int(state["num_timesteps"])
+    held: dict[str, Any] = {}
+
+    def body(seconds: Callable[[], float]) -> RunOutcome:
+        if fresh:
+            _restart_logs(run, info.get("wandb_run_id"))
+            wandb_run = _start_wandb(config, run, None, resume=False)
+        else:
+            adopt_checkpoint(run, state)
+            _remove_temporaries(run)
+            for path, column in (
+                (run.progress_csv, "time/total_timesteps"),
+                (run.episodes_csv, "timestep"),
+                (run.evaluations_csv, "timestep"),
+            ):
+                truncate_csv(path, column, step)
+            wandb_run = _start_wandb(config, run, state.get("wandb_run_id") or info.get("wandb_run_id"), resume=True)
+        held["wandb_run"] = wandb_run
+        run.update_run_info(
+            resumed_from=step, resumes=int(info.get("resumes", 0)) + 1, wandb_run_id=getattr(wandb_run, "id", None)
+        )
+        if on_start is not None:
+            on_start(run, config, step)
+        return _learn(model, config, run, wandb_run, progress_bar, not fresh, seconds)
+
+    if fresh:  # the killed attempt's training time does not count
+        _record_status(run, train_seconds=0.0)
+    return _session(run, body, lambda: _abandon(model, held.get("wandb_run")))
+
+
+def _restart_logs(run: RunDirectory, old_wandb_id: str | None) -> None:
+    """Clear what a run killed before its first checkpoint wrote, so that it starts over from step 0."""
+    for path in (
+        run.progress_csv,
+        run.episodes_csv,
+        run.evaluations_csv,
+        run.summary_file,
+        run.model_file,
+        run.checkpoints / "best_model.zip",
+        run.plots / "learning_curve.png",
+    ):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.tensorboard, ignore_errors=True)
+    if old_wandb_id:
+        for folder in (run.root / "wandb").glob(f"*-{old_wandb_id}"):
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in (run.checkpoints, run.logs, run.plots, run.videos):
+        folder.mkdir(parents=True, exist_ok=True)
+    _remove_temporaries(run)
 
 
 def load_run_model(run: RunDirectory, config: RunConfig) -> BaseAlgorithm:
-    """The run's final model, or its last checkpoint if it has not finished."""
-    path = run.model_file if run.model_file.is_file() else checkpoint_paths(run, read_checkpoint(run))[0]
-    return algorithm_class(config.algo).load(path)
+    """The run's final model, or its newest readable checkpoint if it has not finished (nothing is written).
+
+    Raises:
+        NoCheckpointError: If the run has neither.
+        CheckpointError: If no checkpoint can be read.
+    """
+    cls = algorithm_class(config.algo)
+    if run.model_file.is_file():
+        return cls.load(run.model_file)
+    return load_checkpoint(run, cls.load, replay_buffer=False)[0]
 
 
 __all__ = [
+    "DiskFullError",
+    "NoCheckpointError",
+    "OnStart",
     "ResumeRefusedError",
     "RunOutcome",
     "algorithm_class",
     "evaluate_policy_for",
+    "is_disk_full",
     "load_run_model",
     "resume",
     "train",

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sb3_safe.experiment.checkpoints import read_checkpoint
+from sb3_safe.experiment.checkpoints import CheckpointError, read_checkpoint
 from sb3_safe.experiment.config import ConfigError, RunConfig, code_version
 from sb3_safe.experiment.locks import DirectoryLock
 from sb3_safe.experiment.rundir import RunDirectory, RunDirectoryError
@@ -361,6 +361,8 @@ def _point_job(config: RunConfig, run_dir: Path, force: bool) -> GridJob:
             return GridJob(config, run_dir, "skip", "finished, skipped")
         try:
             step = int(read_checkpoint(run)["num_timesteps"])
+        except CheckpointError:
+            return GridJob(config, run_dir, "retrain", "its checkpoints are unreadable, training it again")
         except RunDirectoryError:
             pass
         else:

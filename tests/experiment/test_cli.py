@@ -175,6 +175,19 @@ def test_eval_of_a_model_zip_inside_its_run(finished_run: Path, capsys) -> None:
     assert f"CVPO on {ENV}" in capsys.readouterr().out
 
 
+def test_an_exported_policy_evaluates_like_its_run(finished_run: Path, tmp_path: Path, capsys) -> None:
+    policy = tmp_path / "policy.safetensors"
+    assert main(["export", str(finished_run), str(policy)]) == 0
+    assert "sb3_safe.load_policy" in capsys.readouterr().out
+    assert main(["eval", str(finished_run), "--episodes", "2"]) == 0
+    from_run = capsys.readouterr().out.splitlines()[1:]
+    assert main(["eval", str(policy), "--episodes", "2"]) == 0  # env, cost limit and seed come with the file
+    from_file = capsys.readouterr().out.splitlines()[1:]
+    assert from_file == from_run and any("episodes over limit" in line for line in from_file)
+    assert main(["export", str(finished_run), str(tmp_path / "policy.zip")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
+
+
 def test_plot_writes_a_png(finished_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "curves.png"
     assert main(["plot", str(finished_run), "--out", str(out)]) == 0
@@ -202,7 +215,7 @@ def test_benchmark_runs_two_trials_on_a_local_ray_instance(tmp_path: Path, capsy
     assert "PPOLag" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["train", "resume", "eval", "plot", "benchmark", "list"])
+@pytest.mark.parametrize("command", ["train", "resume", "eval", "export", "plot", "benchmark", "list"])
 def test_every_command_has_help(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

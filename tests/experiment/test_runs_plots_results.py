@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from sb3_safe.experiment.plots import plot_runs
+from sb3_safe.experiment.plots import MAX_BINS, NothingToPlotError, plot_runs
 from sb3_safe.experiment.results import RESULT_COLUMNS, aggregate_results, format_results_table, write_results
 from sb3_safe.experiment.runs import NotARunDirectoryError, RunRecord, find_runs, load_run, read_csv_rows
 
@@ -265,6 +265,19 @@ def test_plot_runs_skips_runs_without_episodes(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"Skipping .*empty"):
         path = plot_runs([good, empty], tmp_path / "plot.png", n_bins=4)
     assert Path(path).is_file()
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="No run has a finished episode"):
-        plot_runs([empty], tmp_path / "none.png")
+    nothing = load_run(make_run(tmp_path / "nothing", "CVPO", "EnvA-v0", 2, episodes=False))
+    (nothing.path / "logs" / "evaluations.csv").unlink()
+    nothing = load_run(nothing.path)
+    with pytest.warns(UserWarning), pytest.raises(NothingToPlotError, match="No run has a finished episode or an"):
+        plot_runs([nothing], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_plot_runs_without_episodes_plots_the_evaluations(tmp_path: Path) -> None:
+    empty = load_run(make_run(tmp_path / "empty", "CVPO", "EnvA-v0", 1, episodes=False))
+    with pytest.warns(UserWarning, match="plotting the periodic evaluations instead"):
+        path = plot_runs([empty], tmp_path / "evaluations.png", n_bins=4)
+    assert Path(path).stat().st_size > 5000
+    for bins in (0, -3, MAX_BINS + 1):
+        with pytest.raises(ValueError, match=f"between 1 and {MAX_BINS}"):
+            plot_runs([empty], tmp_path / "bad.png", n_bins=bins)
