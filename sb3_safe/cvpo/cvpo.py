@@ -18,11 +18,12 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 
 from sb3_safe.common.buffers import CostReplayBufferSamples
-from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of, per_constraint_keys
+from sb3_safe.common.cost_critics import CostCritics, cost_bellman_targets, cost_q_threshold, cost_regression_losses
+from sb3_safe.common.costs import per_constraint_keys
 from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm, resolve_utd_ratio
 from sb3_safe.cvpo.estep import EStepWarmStart, NonFiniteQError, solve_estep
 from sb3_safe.cvpo.gaussian import Gaussian, WeightedMoments, decoupled_kl, expected_log_prob
-from sb3_safe.cvpo.policies import CostCritics, CVPOPolicy, GaussianActor, MlpPolicy, MultiInputPolicy
+from sb3_safe.cvpo.policies import CVPOPolicy, GaussianActor, MlpPolicy, MultiInputPolicy
 
 SelfCVPO = TypeVar("SelfCVPO", bound="CVPO")
 OLD_POLICY_MODES = ("polyak", "hard_copy")
@@ -228,10 +229,10 @@ class CVPO(SafeOffPolicyAlgorithm):
             support_multi_env=True,
         )
         if self.env is not None:
-            self.episode_length = episode_length_of(self.env, episode_length)
             assert self.cost_limit is not None  # validated above
-            threshold = cost_limit_to_q_threshold(self.cost_limit, self.gamma, self.episode_length)
-            self.cost_threshold = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
+            self.episode_length, self.cost_threshold = cost_q_threshold(
+                self.env, self.cost_limit, self.gamma, episode_length
+            )
         if _init_setup_model:
             self._setup_model()
 
@@ -334,12 +335,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         current_q = self.critic(data.observations, data.actions)
         mse = th.nn.functional.mse_loss
         critic_loss = th.stack([mse(q, target_q) for q in current_q]).sum()
-        cost_losses = th.stack(
-            [
-                th.stack([mse(q, target_qc[j]) for q in critic(data.observations, data.actions)]).sum()
-                for j, critic in enumerate(self.cost_critics.ensembles())
-            ]
-        )
+        cost_losses = cost_regression_losses(self.cost_critics, data.observations, data.actions, target_qc)
         for optimizer, loss in ((self.critic.optimizer, critic_loss), (self.cost_critics.optimizer, cost_losses.sum())):
             optimizer.zero_grad()
             loss.backward()
@@ -361,7 +357,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         bootstrap = (1.0 - data.dones) * discounts
         target_q = data.rewards + bootstrap * self.policy.reward_q(data.next_observations, next_actions, target=True)
         next_cost_q = self.policy.cost_q(data.next_observations, next_actions, target=True)  # (m, B, 1)
-        return target_q, data.costs.T.unsqueeze(-1) + bootstrap * next_cost_q
+        return target_q, cost_bellman_targets(data.costs, bootstrap, next_cost_q)
 
     def _policy_step(self, obs: PyTorchObs, stats: dict[str, list[float]]) -> None:
         """E-step (non-parametric q from the dual) then M-step (weighted MLE in trust regions)."""

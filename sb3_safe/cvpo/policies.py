@@ -18,11 +18,16 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_safe.common.cost_critics import (  # noqa: F401  (COST_CRITIC_REDUCTIONS: re-exported for compatibility)
+    COST_CRITIC_REDUCTIONS,
+    CostCritics,
+    check_cost_reduce,
+    reduce_cost_ensemble,
+)
 from sb3_safe.common.torch_util import with_fused_optimizer
 from sb3_safe.cvpo.gaussian import Gaussian
 
 COVARIANCES = ("diag", "full")
-COST_CRITIC_REDUCTIONS = ("max", "mean")
 
 
 class GaussianActor(BasePolicy):
@@ -121,26 +126,6 @@ class GaussianActor(BasePolicy):
         return self(observation, deterministic).clamp(-1.0, 1.0)
 
 
-def reduce_cost_ensemble(values: tuple[th.Tensor, ...], reduce: str) -> th.Tensor:
-    """Combine a cost-critic ensemble: ``"max"`` (pessimistic) or ``"mean"``; never the optimistic min."""
-    stacked = th.cat(values, dim=-1)
-    if reduce == "max":
-        return stacked.max(dim=-1, keepdim=True).values
-    if reduce == "mean":
-        return stacked.mean(dim=-1, keepdim=True)
-    raise ValueError(f"cost_critic_reduce must be one of {COST_CRITIC_REDUCTIONS}, got {reduce!r}.")
-
-
-def _check_cost_reduce(reduce: str) -> None:
-    if reduce == "min":
-        raise ValueError(
-            "cost_critic_reduce='min' would take the most optimistic member of the cost ensemble, an unsafe "
-            "underestimate of the cost: use 'max' (default) or 'mean'."
-        )
-    if reduce not in COST_CRITIC_REDUCTIONS:
-        raise ValueError(f"cost_critic_reduce must be one of {COST_CRITIC_REDUCTIONS}, got {reduce!r}.")
-
-
 SAMPLE_ROWS_PER_CHUNK = 2048
 """(state, sample) rows evaluated at once by :func:`_ensemble_on_samples`: keeps a 256-wide hidden layer (2 MB) in a
 core's cache and reuses freed buffers instead of faulting in fresh pages, about 2x faster on CPU than one pass."""
@@ -175,16 +160,6 @@ def _ensemble_on_samples(critic: ContinuousCritic, obs: PyTorchObs, samples: th.
         ]
         values.append(th.cat(chunks).view(n_samples, batch))
     return values
-
-
-class CostCritics(nn.ModuleList):
-    """One cost-critic ensemble per constraint, with the optimizer they share."""
-
-    optimizer: th.optim.Optimizer
-
-    def ensembles(self) -> list[ContinuousCritic]:
-        """The ensembles, typed."""
-        return list(self)  # type: ignore[arg-type]
 
 
 class CVPOPolicy(BasePolicy):
@@ -245,7 +220,7 @@ class CVPOPolicy(BasePolicy):
             squash_output=True,
             normalize_images=normalize_images,
         )
-        _check_cost_reduce(cost_critic_reduce)
+        check_cost_reduce(cost_critic_reduce)
         if n_critics < 1 or n_constraints < 1 or n_cost_critics < 1:
             raise ValueError("n_critics, n_constraints and n_cost_critics must all be >= 1.")
         self.net_arch = [128, 128] if net_arch is None else net_arch

@@ -29,10 +29,16 @@ from stable_baselines3.common.type_aliases import MaybeCallback, PyTorchObs, Sch
 from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, polyak_update, update_learning_rate
 
 from sb3_safe.common.buffers import CostReplayBufferSamples
-from sb3_safe.common.costs import cost_limit_to_q_threshold, episode_length_of, per_constraint_keys
+from sb3_safe.common.cost_critics import (
+    CostCritics,
+    cost_bellman_targets,
+    cost_q_threshold,
+    cost_regression_losses,
+    reduce_cost_ensemble,
+)
+from sb3_safe.common.costs import per_constraint_keys
 from sb3_safe.common.lagrange import METHODS, EpisodeCostWindow, LagrangeMultiplier
 from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm, resolve_utd_ratio
-from sb3_safe.cvpo.policies import CostCritics, reduce_cost_ensemble
 
 COST_ENSEMBLE_REDUCTION = "max"
 """How a cost ensemble is combined: the pessimistic max (the optimistic min would under-estimate the cost)."""
@@ -157,10 +163,10 @@ class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
         """eps = d (1 - gamma^T) / ((1 - gamma) T) per constraint, once (clear error when T is unknown)."""
         if self.env is None:
             raise ValueError(f"{type(self).__name__} needs an environment to derive its cost threshold.")
-        self.episode_length = episode_length_of(self.env, self._episode_length_arg)
         assert self.cost_limit is not None  # checked in __init__
-        threshold = cost_limit_to_q_threshold(self.cost_limit, self.gamma, self.episode_length)
-        self.cost_threshold = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
+        self.episode_length, self.cost_threshold = cost_q_threshold(
+            self.env, self.cost_limit, self.gamma, self._episode_length_arg
+        )
 
     def _make_cost_critic(self) -> ContinuousCritic:
         """A new cost ensemble shaped like the reward critic, with its own features extractor."""
@@ -194,14 +200,10 @@ class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
         """
         with th.no_grad():
             bootstrap = (1.0 - data.dones) * discounts
-            targets = data.costs.T.unsqueeze(-1) + bootstrap * self._cost_q(data.next_observations, next_actions, True)
-        mse = th.nn.functional.mse_loss
-        losses = th.stack(
-            [
-                th.stack([mse(q, targets[j]) for q in critic(data.observations, data.actions)]).sum()
-                for j, critic in enumerate(self.cost_critics.ensembles())
-            ]
-        )
+            targets = cost_bellman_targets(
+                data.costs, bootstrap, self._cost_q(data.next_observations, next_actions, True)
+            )
+        losses = cost_regression_losses(self.cost_critics, data.observations, data.actions, targets)
         self.cost_critics.optimizer.zero_grad()
         losses.sum().backward()
         self.cost_critics.optimizer.step()
