@@ -343,13 +343,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from sb3_safe.hyperparams import has_hyperparams
-    from sb3_safe.registry import _catalogue, env_providers
+    from sb3_safe.registry import algorithm_providers, env_providers, plugin_failures
 
-    algorithms = _catalogue("sb3_safe.algorithms")
     print("Algorithms (--algo; case, '_' and '-' are ignored):")
-    for name in sorted(algorithms.providers):
+    for name, plugin in algorithm_providers().items():
         defaults = "packaged YAML defaults" if has_hyperparams(name) else "constructor defaults"
-        print(f"  {name:<18} from {algorithms.providers[name]}, {defaults}")
+        print(f"  {name:<18} from {plugin}, {defaults}")
     by_plugin: dict[str, list[str]] = {}
     for env_id, plugin in env_providers().items():
         by_plugin.setdefault(plugin, []).append(env_id)
@@ -357,7 +356,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for plugin, ids in by_plugin.items():
         print(f"  {plugin} ({len(ids)}):")
         print("    " + "\n    ".join(ids))
-    for provider, reason in {**algorithms.failures, **_catalogue("sb3_safe.envs").failures}.items():
+    for provider, reason in plugin_failures().items():
         print(f"  plugin {provider} failed to load: {reason}")
     return 0
 

@@ -117,6 +117,21 @@ def env_providers() -> dict[str, str]:
     return dict(sorted(_catalogue(ENV_GROUP).providers.items()))
 
 
+def algorithm_providers() -> dict[str, str]:
+    """``algorithm name -> plugin`` for every algorithm registered in the ``sb3_safe.algorithms`` group."""
+    return dict(sorted(_catalogue(ALGORITHM_GROUP).providers.items()))
+
+
+def plugin_failures() -> dict[str, str]:
+    """``plugin -> reason`` for every entry point (algorithm or environment) that failed to load."""
+    return {**_catalogue(ALGORITHM_GROUP).failures, **_catalogue(ENV_GROUP).failures}
+
+
+def is_known_env(env_id: str) -> bool:
+    """Whether ``env_id`` is provided by a plugin, registered with Gymnasium, or a ``"module:Id"`` Gymnasium loads."""
+    return env_id in _catalogue(ENV_GROUP).providers or _is_gymnasium_id(env_id)
+
+
 def list_algorithms() -> list[str]:
     """The names of every algorithm registered in the ``sb3_safe.algorithms`` entry-point group, sorted."""
     return sorted(_catalogue(ALGORITHM_GROUP).providers)

@@ -67,6 +67,9 @@ class SafeAlgorithmMixin:
 
     continuous_actions_only: ClassVar[bool] = False
     """Set by subclasses that need a Box action space; checked with a clear error before SB3's setup."""
+    learns_by_episodes: ClassVar[bool] = False
+    """Set by agents that learn from whole episodes of a single environment (the linear-MDP agents): their budget
+    is counted in episodes of ``spec.horizon`` steps (``policy.episodes`` done so far)."""
 
     # Provided by SB3's BaseAlgorithm.
     num_timesteps: int

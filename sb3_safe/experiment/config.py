@@ -58,12 +58,6 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def _is_linear_agent(algorithm_class: type) -> bool:
-    from sb3_safe.linear.adapter import LinearQVIAlgorithm
-
-    return issubclass(algorithm_class, LinearQVIAlgorithm)
-
-
 @cache
 def accepted_arguments(algorithm_class: type) -> frozenset[str]:
     """Keyword arguments the algorithm's constructor accepts, following ``**kwargs`` up the class hierarchy."""
@@ -459,11 +453,11 @@ def build_config(
             one.
         HyperparameterFileError: For a malformed YAML file (file and line).
     """
-    from sb3_safe.registry import _catalogue, _is_gymnasium_id, make_env
+    from sb3_safe.registry import is_known_env, make_env
 
     name = resolve_algorithm_name(algo)
     algorithm_class = get_algorithm(name)
-    if env not in _catalogue("sb3_safe.envs").providers and not _is_gymnasium_id(env):
+    if not is_known_env(env):
         make_env(env)  # raises UnknownEnvironmentError listing the known ids and their plugins
     sources = []
     params: dict[str, Any] = {}
@@ -499,7 +493,7 @@ def build_config(
     limit = params.get("cost_limit") if accepts_cost_limit else None
     if isinstance(limit, list | tuple):
         limit = float(sum(limit))  # several constraints: report against the summed cost
-    linear = _is_linear_agent(algorithm_class)
+    linear = bool(getattr(algorithm_class, "learns_by_episodes", False))
     resolved_n_envs = int(n_envs if n_envs is not None else (file_n_envs or 1))
     if linear and resolved_n_envs != 1:
         raise ConfigError(f"{name} plans for a single environment: use --n-envs 1 (got {resolved_n_envs}).")

@@ -195,20 +195,17 @@ def _callbacks(
 
 def _remaining_timesteps(model: BaseAlgorithm, config: RunConfig) -> int:
     """Steps still to run; linear-MDP agents count whole episodes (K = ceil(n_timesteps / H) in all)."""
-    from sb3_safe.linear.adapter import LinearQVIAlgorithm
-
-    if isinstance(model, LinearQVIAlgorithm):
-        horizon = model.spec.horizon
-        episodes_left = -(-config.n_timesteps // horizon) - int(model.policy.episodes)
+    if getattr(model, "learns_by_episodes", False):
+        episodic: Any = model
+        horizon = episodic.spec.horizon
+        episodes_left = -(-config.n_timesteps // horizon) - int(episodic.policy.episodes)
         return max(episodes_left, 0) * horizon
     return max(config.n_timesteps - int(model.num_timesteps), 0)
 
 
 def _log_interval(model: BaseAlgorithm) -> int:
     """Dump the logs after every episode (off-policy) or rollout (on-policy); linear agents every 10 episodes."""
-    from sb3_safe.linear.adapter import LinearQVIAlgorithm
-
-    return 10 if isinstance(model, LinearQVIAlgorithm) else 1
+    return 10 if getattr(model, "learns_by_episodes", False) else 1
 
 
 def algorithm_class(name: str) -> type[BaseAlgorithm]:

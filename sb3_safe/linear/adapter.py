@@ -137,6 +137,8 @@ class LinearQVIAlgorithm(SafeAlgorithmMixin, BaseAlgorithm):
         device: Torch device of the (tiny) policy module; CPU.
     """
 
+    learns_by_episodes: ClassVar[bool] = True
+
     policy: LinearQVIPolicy
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"LinearQVIPolicy": LinearQVIPolicy}
     randomized_plan: ClassVar[bool] = False
