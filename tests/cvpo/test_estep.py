@@ -17,6 +17,7 @@ from sb3_safe.cvpo.estep import (
     EStepWarmStart,
     NonFiniteQError,
     estep_dual_objective,
+    reference,
     solve_estep,
     solve_estep_dual,
 )
@@ -135,10 +136,10 @@ def test_slsqp_is_close_with_its_loose_tolerance() -> None:
 def test_cvxpy_program_is_compiled_once_per_shape() -> None:
     q_reward, q_cost, thresholds = make_instance(1, "active")
     solve_estep_dual(q_reward, q_cost, EPS, thresholds, "cvxpy")
-    program = estep._EXP_CONE_CACHE[(B, K, 1)]
+    program = reference._EXP_CONE_CACHE[(B, K, 1)]
     assert program.problem.is_dpp()
     solve_estep_dual(q_reward + 1.0, q_cost, EPS, thresholds, "cvxpy")
-    assert estep._EXP_CONE_CACHE[(B, K, 1)] is program
+    assert reference._EXP_CONE_CACHE[(B, K, 1)] is program
 
 
 def test_derivatives_match_finite_differences() -> None:
@@ -224,7 +225,7 @@ def test_cvxpy_failure_falls_back_to_newton(monkeypatch: pytest.MonkeyPatch) -> 
     q_reward, q_cost, thresholds = make_instance(1, "active")
     expected = solve_estep_dual(q_reward, q_cost, EPS, thresholds)
     solve_estep_dual(q_reward, q_cost, EPS, thresholds, "cvxpy")  # compile (and cache) the program
-    monkeypatch.setattr(estep._ExpConeProgram, "solve", fail)
+    monkeypatch.setattr(reference._ExpConeProgram, "solve", fail)
     with pytest.warns(RuntimeWarning, match=r"cvxpy/Clarabel failed .* falls back to the newton solver"):
         assert solve_estep_dual(q_reward, q_cost, EPS, thresholds, "cvxpy") == expected
 
