@@ -22,7 +22,8 @@ from sb3_safe.common.cost_critics import CostCritics, cost_bellman_targets, cost
 from sb3_safe.common.costs import per_constraint_keys
 from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm, resolve_utd_ratio
 from sb3_safe.cvpo.estep import EStepWarmStart, NonFiniteQError, solve_estep
-from sb3_safe.cvpo.gaussian import Gaussian, WeightedMoments, decoupled_kl, expected_log_prob
+from sb3_safe.cvpo.gaussian import Gaussian, WeightedMoments
+from sb3_safe.cvpo.mstep import TrustRegion, mstep_loss
 from sb3_safe.cvpo.policies import CVPOPolicy, GaussianActor, MlpPolicy, MultiInputPolicy
 
 SelfCVPO = TypeVar("SelfCVPO", bound="CVPO")
@@ -412,6 +413,17 @@ class CVPO(SafeOffPolicyAlgorithm):
             self._mstep(obs, old, old_precision, moments, stats)
         stats["time/mstep_ms"].append(1e3 * (time.perf_counter() - clock))
 
+    def _trust_region(self) -> TrustRegion:
+        """The M-step's trust regions from this model's settings."""
+        return TrustRegion(
+            kl_mean=self.kl_mean,
+            kl_cov=self.kl_cov,
+            alpha_mean_step=self.alpha_mean_step,
+            alpha_mean_max=self.alpha_mean_max,
+            alpha_cov_step=self.alpha_cov_step,
+            alpha_cov_max=self.alpha_cov_max,
+        )
+
     def _mstep(
         self,
         obs: PyTorchObs,
@@ -420,34 +432,26 @@ class CVPO(SafeOffPolicyAlgorithm):
         moments: WeightedMoments,
         stats: dict[str, list[float]],
     ) -> None:
-        """One weighted-MLE actor update with decoupled KL trust regions and projected multipliers (§2.5).
-
-        ``L = (1/(B K)) sum_s sum_i w_si [log N(a_si; mu, Sigma_old) + log N(a_si; mu_old, Sigma)]``, evaluated from
-        the weighted moments of the samples (exactly equal, and independent of K per iteration). ``old_precision`` is
-        pi_old's precision factor L_old^{-1} (full covariance; ``None`` for diagonal Gaussians, which need none).
-        """
-        new = self.actor.distribution(obs)
-        precision = new.precision_factor() if new.is_full else None
-        log_likelihood = expected_log_prob(old.with_mean(new.mean), moments, old_precision) + expected_log_prob(
-            new.with_mean(old.mean), moments, precision
+        """One weighted-MLE actor update inside the decoupled KL trust regions (:mod:`sb3_safe.cvpo.mstep`)."""
+        terms = mstep_loss(
+            old,
+            self.actor.distribution(obs),
+            old_precision,
+            moments,
+            self.n_samples,
+            self._trust_region(),
+            self.alpha_mean,
+            self.alpha_cov,
         )
-        mle = log_likelihood.sum() / (self.n_samples * moments.total.shape[0])
-        kl_mean, kl_cov = decoupled_kl(old, new.mean, new.scale, old_precision, precision)
-        self.alpha_mean = float(
-            np.clip(self.alpha_mean - self.alpha_mean_step * (self.kl_mean - kl_mean.item()), 0.0, self.alpha_mean_max)
-        )
-        self.alpha_cov = float(
-            np.clip(self.alpha_cov - self.alpha_cov_step * (self.kl_cov - kl_cov.item()), 0.0, self.alpha_cov_max)
-        )
-        loss = -mle + self.alpha_mean * (kl_mean - self.kl_mean) + self.alpha_cov * (kl_cov - self.kl_cov)
+        self.alpha_mean, self.alpha_cov = terms.alpha_mean, terms.alpha_cov
         self.actor.optimizer.zero_grad()
-        loss.backward()
+        terms.loss.backward()
         if self.max_grad_norm is not None:
             th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
         self.actor.optimizer.step()
-        stats["train/actor_loss"].append(loss.item())
-        stats["train/kl_mean"].append(kl_mean.item())
-        stats["train/kl_cov"].append(kl_cov.item())
+        stats["train/actor_loss"].append(terms.loss.item())
+        stats["train/kl_mean"].append(terms.kl_mean)
+        stats["train/kl_cov"].append(terms.kl_cov)
         stats["train/alpha_mean"].append(self.alpha_mean)
         stats["train/alpha_cov"].append(self.alpha_cov)
 
