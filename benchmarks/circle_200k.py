@@ -13,7 +13,8 @@ Each run is an ordinary run directory under ``GRID/runs`` (checkpoints, replay b
 as a run finishes, its compact results (config.yaml, episodes.csv, evaluations.csv, the multiplier diagnostics of
 progress.csv and a run.json with the code's commit) are copied under ``--export`` and, with ``--commit``, committed
 to the repository that holds that folder. A killed grid continues with the same command (``--resume`` semantics:
-finished runs are skipped, interrupted ones resume from their last checkpoint). Run it from a frozen copy of the
+finished runs are skipped, interrupted ones resume from their last checkpoint); if the grid folder itself was lost,
+``--skip-exported`` starts a new one without the points already exported. Run it from a frozen copy of the
 code (a ``git worktree`` at a recorded commit, on ``PYTHONPATH``) so that later edits neither change the running
 grid nor trip the resume's code check; ``benchmarks/circle_200k_report.py`` turns the exported runs into tables.
 """
@@ -106,6 +107,12 @@ def _finished(run_dir: Path) -> bool:
     if not run_file.is_file() or not (run_dir / "summary.json").is_file():
         return False
     return json.loads(run_file.read_text()).get("status") == "finished"
+
+
+def _finished_export(export_root: Path, config: Any) -> bool:
+    """Whether ``export_root/<algo>/<env>/seed<k>/run.json`` says this grid point finished."""
+    record = export_root / config.algo / config.env / f"seed{config.seed}" / "run.json"
+    return record.is_file() and json.loads(record.read_text()).get("status") == "finished"
 
 
 def _commit(repo: Path, paths: list[Path], message: str) -> None:
@@ -206,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("local", "ray"), default="ray")
     parser.add_argument("--estimate", type=int, metavar="STEPS", help="only estimate the grid's time from short runs")
     parser.add_argument("--force", action="store_true", help="continue a grid whose code or config changed")
+    parser.add_argument(
+        "--skip-exported",
+        action="store_true",
+        help="when starting a new grid folder, leave out the points whose finished results are already under --export "
+        "(a grid folder lost with its machine: the committed runs stand, the rest is run again)",
+    )
     args = parser.parse_args(argv)
 
     import sb3_safe
@@ -218,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     commit = code_commit()
     print(f"sb3_safe from {Path(sb3_safe.__file__).parent} at commit {commit}", flush=True)
     configs = grid_configs(algos, envs, args.seeds, args.n_timesteps)
+    if args.skip_exported and not (args.out / "grid.json").is_file():
+        exported = [config for config in configs if _finished_export(args.export, config)]
+        configs = [config for config in configs if config not in exported]
+        print(f"Leaving out {len(exported)} grid points already exported under {args.export}.", flush=True)
     jobs = [(config, grid_run_dir(args.out, config)) for config in configs]
     with Exporter(jobs, args.export.resolve(), commit, args.commit):
         if (args.out / "grid.json").is_file():

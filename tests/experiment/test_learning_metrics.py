@@ -218,3 +218,18 @@ def test_a_trained_run_exports_what_the_report_reads(tmp_path):
     text = report.write_report(tmp_path / "export", out, ["SACLag"], ["ToyConstrained-v0"], [0], "toy")
     assert "| SACLag |" in text and "`abc123`" in text and "1 of 1 grid points finished" in text
     assert (out / "curves_ToyConstrained-v0.png").is_file() and (out / "diagnostics_ToyConstrained-v0.png").is_file()
+
+
+def test_the_grid_driver_recognises_finished_exports(tmp_path):
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("circle_200k", SCRIPT.parent / "circle_200k.py")
+    assert spec is not None and spec.loader is not None
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    done, running, absent = (SimpleNamespace(algo="CVPO", env="SafetyBallCircle-v0", seed=k) for k in range(3))
+    for config, status in ((done, "finished"), (running, "running")):
+        folder = tmp_path / config.algo / config.env / f"seed{config.seed}"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"status": status}))
+    assert [driver._finished_export(tmp_path, c) for c in (done, running, absent)] == [True, False, False]
