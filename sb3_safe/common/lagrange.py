@@ -172,3 +172,23 @@ class EpisodeCostWindow:
         """Forget every episode (a new ``learn`` that resets the step counter)."""
         self.pending = []
         self.recent.clear()
+
+
+class EpisodeCostFeedback:
+    """Mixin for primal-dual agents whose multiplier reads the training episodes' costs (PPO-Lag, SAC-Lag, TD3-Lag).
+
+    Every finished training episode's per-constraint cost goes into ``self.episode_cost_window``; a ``learn`` that
+    resets the step counter starts it empty. Put it before the safe base class in the bases, and create
+    ``episode_cost_window`` in ``__init__``.
+    """
+
+    episode_cost_window: EpisodeCostWindow
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True):
+            self.episode_cost_window.clear()
+        return super()._setup_learn(total_timesteps, *args, **kwargs)  # type: ignore[misc]
+
+    def _on_episode_costs(self, episode_costs: np.ndarray) -> None:
+        self.episode_cost_window.add(episode_costs)
+        super()._on_episode_costs(episode_costs)  # type: ignore[misc]

@@ -37,7 +37,7 @@ from sb3_safe.common.cost_critics import (
     reduce_cost_ensemble,
 )
 from sb3_safe.common.costs import per_constraint_keys
-from sb3_safe.common.lagrange import METHODS, EpisodeCostWindow, LagrangeMultiplier
+from sb3_safe.common.lagrange import METHODS, EpisodeCostFeedback, EpisodeCostWindow, LagrangeMultiplier
 from sb3_safe.common.off_policy import SafeOffPolicyAlgorithm, resolve_utd_ratio
 
 COST_ENSEMBLE_REDUCTION = "max"
@@ -48,7 +48,7 @@ COST_SOURCES = ("episodes", "critic")
 SelfLagrangian = TypeVar("SelfLagrangian", bound="LagrangianOffPolicyAlgorithm")
 
 
-class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
+class LagrangianOffPolicyAlgorithm(EpisodeCostFeedback, SafeOffPolicyAlgorithm):
     """Cost critics and a Lagrange multiplier for an SB3 actor-critic (placed before the SB3 class in the bases).
 
     Subclasses write ``train()``: they scale ``gradient_steps`` with :meth:`_scaled_gradient_steps`, set the
@@ -251,15 +251,6 @@ class LagrangianOffPolicyAlgorithm(SafeOffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True):
-            self.episode_cost_window.clear()
-        return super()._setup_learn(total_timesteps, *args, **kwargs)
-
-    def _on_episode_costs(self, episode_costs: np.ndarray) -> None:
-        self.episode_cost_window.add(episode_costs)
-        super()._on_episode_costs(episode_costs)
 
     def _update_cost_targets(self) -> None:
         polyak_update(self.cost_critics.parameters(), self.cost_critics_target.parameters(), self.tau)

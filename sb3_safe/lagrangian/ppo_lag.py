@@ -19,7 +19,7 @@ from stable_baselines3.common.utils import explained_variance
 
 from sb3_safe.common.buffers import CostRolloutBufferSamples
 from sb3_safe.common.costs import per_constraint_keys
-from sb3_safe.common.lagrange import EpisodeCostWindow, LagrangeMultiplier
+from sb3_safe.common.lagrange import EpisodeCostFeedback, EpisodeCostWindow, LagrangeMultiplier
 from sb3_safe.common.on_policy import SafeOnPolicyAlgorithm
 from sb3_safe.common.policies import SafeActorCriticPolicy, SafeMultiInputActorCriticPolicy
 from sb3_safe.common.validation import check_learning_rate, check_positive_int, check_unit_interval
@@ -27,7 +27,7 @@ from sb3_safe.common.validation import check_learning_rate, check_positive_int, 
 SelfPPOLag = TypeVar("SelfPPOLag", bound="PPOLag")
 
 
-class PPOLag(SafeOnPolicyAlgorithm, PPO):
+class PPOLag(EpisodeCostFeedback, SafeOnPolicyAlgorithm, PPO):
     """PPO with a Lagrange multiplier per constraint (PPO-Lagrangian of Ray et al. 2019, safety-gym).
 
     Per rollout:
@@ -217,16 +217,7 @@ class PPOLag(SafeOnPolicyAlgorithm, PPO):
         """The current multipliers: ``{"lambda": array of shape (n_costs,)}``."""
         return {"lambda": self.lagrange.value}
 
-    # --- Episode costs per constraint, for the multiplier -------------------------------------------------
-
-    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("reset_num_timesteps", args[1] if len(args) > 1 else True):
-            self.episode_cost_window.clear()
-        return super()._setup_learn(total_timesteps, *args, **kwargs)
-
-    def _on_episode_costs(self, episode_costs: np.ndarray) -> None:
-        self.episode_cost_window.add(episode_costs)
-        super()._on_episode_costs(episode_costs)
+    # --- Episode costs per constraint, for the multiplier (EpisodeCostFeedback fills the window) ------------
 
     def _update_lambda(self) -> np.ndarray | None:
         """One multiplier step from the episode cost J_c against the limit d; returns J_c (None: no episode yet).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli_process import cli_process
 
 from sb3_safe.cli import main
 from sb3_safe.experiment import locks, sweep
@@ -26,18 +27,6 @@ from sb3_safe.experiment.sweep import GRID_FILE, grid_run_dir, read_grid, resume
 ENV = "SafetyPointGoal1-v0"
 # As test_cli's FAST (benchmark has no --progress-bar): a short CVPO warm-up, the quick world reset, short episodes.
 FAST = ["--hyperparams", "learning_starts=400", "--env-kwargs", "fast_reset=true", "max_episode_steps=250"]
-
-
-def _cli(*args: str) -> subprocess.Popen[str]:
-    # Without WANDB_SERVICE the child starts its own W&B service, as from a shell (see test_cli._cli).
-    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sb3_safe", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**env, "WANDB_MODE": "offline"},
-    )
 
 
 def _wait_for(condition: Any, process: subprocess.Popen[str], what: str, timeout: float = 120) -> None:
@@ -59,7 +48,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 def test_killed_benchmark_resumes_the_rest_of_its_grid(tmp_path: Path, capsys) -> None:
     out, total = tmp_path / "bench", 1000
-    process = _cli(
+    process = cli_process(
         *["benchmark", "--algos", "cvpo", "--envs", ENV, "--seeds", "2", "--out", str(out), "--backend", "local"],
         *["--n-timesteps", str(total), "--n-envs", "1", "--eval-freq", "0", "--eval-episodes", "1"],
         *["--checkpoint-freq", "250", "--no-wandb", *FAST],
@@ -76,7 +65,7 @@ def test_killed_benchmark_resumes_the_rest_of_its_grid(tmp_path: Path, capsys) -
     assert grid["code_version"] == code_version() and len(grid["runs"][1]["fingerprint"]) == 64
     first_files = {name: (first / name).read_bytes() for name in ("run.json", "summary.json", "model.zip")}
 
-    resumed = _cli("benchmark", "--resume", str(out))
+    resumed = cli_process("benchmark", "--resume", str(out))
     output = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, output
     assert f"[1/2] CVPO on {ENV}, seed 0: finished, skipped" in output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _cli_process import cli_process
 
 from sb3_safe.cli import main
 from sb3_safe.common.wandb_offline import find_offline_runs, read_offline_run
@@ -25,19 +25,6 @@ FAST = ["--no-progress-bar", "--hyperparams", "learning_starts=400", "--env-kwar
 def _csv_column(path: Path, column: str) -> list[float]:
     with open(path, newline="") as handle:
         return [float(row[column]) for row in csv.DictReader(handle) if row[column] != ""]
-
-
-def _cli(*args: str) -> subprocess.Popen[str]:
-    # Without WANDB_SERVICE the child starts its own W&B service, as from a shell: otherwise it would share this
-    # process's service, which keeps a killed child's run open.
-    env = {key: value for key, value in os.environ.items() if key != "WANDB_SERVICE"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "sb3_safe", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**env, "WANDB_MODE": "offline"},
-    )
 
 
 def _wait_for_checkpoint(run_dir: Path, at_least: int, process: subprocess.Popen[str], timeout: float = 240) -> int:
@@ -96,7 +83,7 @@ def test_train_writes_the_documented_run_directory(finished_run: Path) -> None:
 def test_killed_run_resumes_to_the_same_end(tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
     total, n_envs = 3000, 2
-    process = _cli(
+    process = cli_process(
         *["train", "--algo", "cvpo", "--env", ENV, "--n-timesteps", str(total), "--n-envs", str(n_envs)],
         *["--eval-freq", "500", "--eval-episodes", "1", "--checkpoint-freq", "500", "--run-dir", str(run_dir)],
         *FAST,
@@ -110,7 +97,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path: Path) -> None:
     assert checkpoint < total
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # killed: no clean stop
 
-    resumed = _cli("resume", str(run_dir), "--no-progress-bar")
+    resumed = cli_process("resume", str(run_dir), "--no-progress-bar")
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -142,7 +129,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path: Path) -> None:
 
 def test_ctrl_c_checkpoints_and_stops(tmp_path: Path) -> None:
     run_dir = tmp_path / "interrupted"
-    process = _cli(
+    process = cli_process(
         *["train", "--algo", "cvpo", "--env", ENV, "--n-timesteps", "50000", "--n-envs", "2"],
         *["--eval-freq", "0", "--checkpoint-freq", "0", "--run-dir", str(run_dir), *FAST],
     )
@@ -337,7 +324,7 @@ def test_cost_limit_for_a_linear_agent_is_refused(capsys) -> None:
     assert "SLUCBQVI takes no cost limit" in error
 
 
-def test_linear_mdp_agent_trains_through_the_cli(tmp_path: Path) -> None:
+def test_linear_mdp_agent_trains_through_thecli_process(tmp_path: Path) -> None:
     run_dir = tmp_path / "slucb"
     argv = ["train", "--algo", "slucb_qvi", "--env", "FrozenLake10x10Safe-v0", "--n-timesteps", "2000"]
     assert (
