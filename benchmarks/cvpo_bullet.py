@@ -4,8 +4,9 @@ Trains CVPO with the ``bullet`` family's defaults (``sb3_safe/hyperparams/cvpo.y
 cost limit 10, gamma 0.97, n-step 2, K = 16) on SafetyCarCircle-v0 and SafetyBallCircle-v0 for a budget given on
 the command line, 3 seeds each, through ``sb3-safe``'s benchmark runner (one run directory per seed). It prints
 training-episode reward and cost (mean ± std over seeds) at evenly spaced step counts, the cost limit, and FSRL's
-reference values where this run reaches the step count they were read at (specs/cvpo.md §8: CarCircle ≈430 reward,
-cost ≈5-8 at 1.5M steps; BallCircle ≈690 / ≈9 at 0.8M), and writes a PNG with the references marked.
+reference values where this run reaches the step count they were read at (read off FSRL's benchmark figures,
+±10%: CarCircle ≈430 reward, cost ≈5-8 at 1.5M steps; BallCircle ≈690 / ≈9 at 0.8M), and writes a PNG with the
+references marked.
 
     python benchmarks/cvpo_bullet.py                        # short run: 10k steps per seed, locally (~4 min)
     python benchmarks/cvpo_bullet.py --timesteps 1500000 --backend ray --out runs/cvpo_bullet_full

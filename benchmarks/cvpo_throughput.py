@@ -6,8 +6,8 @@ CVPO's per-phase breakdown. Part 2 times CVPO's gradient update alone, on a repl
 FSRL's settings (128x128, batch 256, K=16, 1 M-step iteration, diagonal) and the paper code's Circle settings
 (256x256, batch 300, K=64, 29 M-step iterations, full covariance).
 
-Targets (specs/cvpo.md §7, 2 cores, 1 torch thread): CVPO >= 0.4x SAC's env steps/s; <= 5 ms per update at
-FSRL's settings; <= 140 ms at the paper's. Timings are printed, never asserted.
+Targets (this project's, 2 cores, 1 torch thread; latest figures in README.md, 'Benchmarks'): CVPO >= 0.4x SAC's
+env steps/s; <= 5 ms per update at FSRL's settings; <= 140 ms at the paper's. Timings are printed, never asserted.
 
     python benchmarks/cvpo_throughput.py            # default budget
     python benchmarks/cvpo_throughput.py --quick    # a short smoke run

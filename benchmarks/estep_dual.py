@@ -1,4 +1,4 @@
-"""Speed and accuracy of the CVPO E-step dual solvers (``sb3_safe.cvpo.estep``, spec cvpo.md §2.3-§2.4).
+"""Speed and accuracy of the CVPO E-step dual solvers (``sb3_safe.cvpo.estep``; docs/cvpo.md, 'Solving the dual').
 
 Usage::
 
@@ -12,7 +12,7 @@ times are the best of 5 consecutive-chunk medians: on a shared VM the same loop 
 
 Two warm starts are timed, both from the previous call's ``warm_start``:
 
-* ``warm``: the same states with Q perturbed by 1% of its within-state spread (spec §2.4's measure);
+* ``warm``: the same states with Q perturbed by 1% of its within-state spread (as consecutive gradient steps see it);
 * ``new batch``: a new minibatch of states from the same distribution, as consecutive training steps see it.
 
 Instance families (float32 Q values, per-state offsets, costs correlated with the reward advantage):
@@ -20,13 +20,14 @@ Instance families (float32 Q values, per-state offsets, costs correlated with th
 * ``slack``: the threshold is above what the reward-optimal weights reach (lambda = 0);
 * ``active``: the threshold lies between the cost-minimising and the reward-optimal weights (lambda > 0);
 * ``active-m2``: two constraints, both active;
-* ``infeasible``: no reweighting in the KL ball meets the threshold (D11). cvxpy and newton then solve the
-  box-bounded dual at its corner; the gap there mostly measures Clarabel's accuracy at Qt ~ 1e5;
+* ``infeasible``: no reweighting in the KL ball meets the threshold (docs/cvpo.md, 'Infeasible E-step'). cvxpy and
+  newton then solve the box-bounded dual at its corner; the gap there mostly measures Clarabel's accuracy at Qt ~ 1e5;
 * ``scale-1e3`` / ``scale-1e-3``: ``active`` with every Q and the threshold scaled by 1e3 or 1e-3;
 * ``heavy-tail``: ``active`` with Student-t (2 degrees of freedom) advantages and state offsets of 100.
 
-Targets (spec §2.4): newton within 1e-6 relative of cvxpy on the dual objective (feasible families), and under
-0.5 ms per warm-started solve at batch 256 x K 32. Times are printed, never asserted.
+Targets (this project's; latest figures in README.md, 'Benchmarks'): newton within 1e-6 relative of cvxpy on the
+dual objective (feasible families), and under 0.5 ms per warm-started solve at batch 256 x K 32. Times are printed,
+never asserted.
 """
 
 from __future__ import annotations

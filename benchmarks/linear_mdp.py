@@ -1,10 +1,10 @@
 """Linear-MDP agents: time per episode against the number of episodes K, which must stay flat (total cost linear in K).
 
 With Sherman-Morrison updates the statistics cost O(d^2) per sample however many episodes came before, so a run of K
-episodes should take time proportional to K (specs/linear_mdp.md L4, §5); rebuilding the Gram matrices from all
-past data each episode would make it quadratic. For each environment this trains LSVI-UCB (the oracle mode, whose
-episodes rarely end early, so episode lengths stay comparable) for growing K, prints the time per episode and per
-step, and fits the exponent b of total_time ~ K^b (target: b close to 1, well below 2).
+episodes should take time proportional to K (docs/linear_agents.md, 'Regression statistics'); rebuilding the Gram
+matrices from all past data each episode would make it quadratic. For each environment this trains LSVI-UCB (the
+oracle mode, whose episodes rarely end early, so episode lengths stay comparable) for growing K, prints the time per
+episode and per step, and fits the exponent b of total_time ~ K^b (target: b close to 1, well below 2).
 
     python benchmarks/linear_mdp.py            # FrozenLake10x10Safe-v0 and LinearMDPSynthetic-v0
     python benchmarks/linear_mdp.py --quick    # fewer, shorter runs

@@ -1,4 +1,6 @@
-"""RSLUCB-QVI's per-state SOCPs: SimplexSOCP's fast path against the cvxpy reference (specs/linear_mdp.md L5, §4.2, §5).
+"""RSLUCB-QVI's per-state SOCPs: SimplexSOCP's fast path against the cvxpy reference.
+
+See docs/linear_agents.md, 'RSLUCB-QVI: randomised plans and the per-state SOCP'.
 
 Frozen Lake builds one SimplexSOCP per episode (g and Rb are fixed within an episode) and calls ``.solve(q)`` once
 per step h: 1000 solves of 100 states per episode. 200 episodes (20 agents x 10) should take under 2 minutes overall,
@@ -10,7 +12,7 @@ so a solve of 100 states should take well under 0.3 ms. For n = 4 actions and 10
 - the projected SOCP time of one episode (construction + 1000 solves) and of 200 episodes.
 
 Instances: Frozen Lake built from the exact linear model of the frozen-lake plugin (pooled ridge statistics from N
-random transitions, the per-state projected estimate and Gram of §3.2-3.3, beta_safe, kappa of L3, Q~ from random
+random transitions, the per-state projected estimate and Gram, beta_safe, kappa (docs/linear_agents.md), Q~ from random
 values V_{h+1}) when the plugin is installed, at two sample counts and two bonus scales; and random instances (random
 g, PSD Rb with e_{a0} in its null space, random q) where a fraction of the greedy vertices are infeasible.
 
@@ -67,8 +69,8 @@ def frozen_lake_instance(samples: int, bonus_scale: float, seed: int) -> Instanc
     gamma_hat = gram_inv @ (phi.T @ z)
     b_r = phi.T @ (phi @ model.theta_star)
     next_sum = phi.T @ np.eye(n_states)[s_next]
-    beta = sigma * np.sqrt(d * np.log((1 + samples) / delta)) + np.sqrt(d)  # beta_safe, S = sqrt(d) (L2)
-    # per state: the equality-constrained estimate gamma_s and M_s of §3.2, g = Phi_s gamma_s, G = Phi_s M_s Phi_s^T
+    beta = sigma * np.sqrt(d * np.log((1 + samples) / delta)) + np.sqrt(d)  # beta_safe, S = sqrt(d)
+    # per state: the equality-constrained estimate gamma_s and M_s, g = Phi_s gamma_s, G = Phi_s M_s Phi_s^T
     feats = model.features  # (S, 4, d)
     safe = np.asarray(model.safe_actions)
     safe_cost = np.asarray(model.safe_costs)
@@ -79,13 +81,13 @@ def frozen_lake_instance(samples: int, bonus_scale: float, seed: int) -> Instanc
     c_s = safe_cost / np.linalg.norm(phi0, axis=1)
     gamma_s = gamma_hat - ((unit @ gamma_hat - c_s) / u_m_u)[:, None] * m_u
     g = np.einsum("sad,sd->sa", feats, gamma_s)
-    g[np.arange(n_states), safe] = safe_cost  # the analytic safe cost (§3.3)
+    g[np.arange(n_states), safe] = safe_cost  # the analytic safe cost
     proj = np.einsum("sad,de->sae", feats, gram_inv)
     feat_m_u = np.einsum("sad,sd->sa", feats, m_u)
     gram_s = np.einsum("sad,sbd->sab", proj, feats) - feat_m_u[:, :, None] * feat_m_u[:, None, :] / u_m_u[:, None, None]
     rb = beta * psd_sqrt(gram_s)
-    rb[np.arange(n_states), safe, :] = rb[np.arange(n_states), :, safe] = 0.0  # G e_{a0} = 0 exactly (§3.3)
-    kappa = 2 * horizon / np.maximum(tau - safe_cost, 0.05) + 1  # L3 with min_safety_gap = 0.05
+    rb[np.arange(n_states), safe, :] = rb[np.arange(n_states), :, safe] = 0.0  # G e_{a0} = 0 exactly
+    kappa = 2 * horizon / np.maximum(tau - safe_cost, 0.05) + 1  # kappa with min_safety_gap = 0.05
     bonus = bonus_scale * kappa[:, None] * beta * np.sqrt(np.maximum(np.einsum("sad,sad->sa", proj, feats), 0))
 
     def objectives(h: int) -> np.ndarray:
@@ -126,7 +128,7 @@ def run(instance: Instance, n_q: int, n_ref: int) -> float:
     solve_ms = 1e3 * np.median(times)
     n_active = int(instance.active.sum())
 
-    # the cvxpy reference on a few q (spec §4.2: skip states with tau - tau_h(s) < 1e-9, where Slater fails)
+    # the cvxpy reference on a few q (skip states with tau - tau_h(s) < 1e-9, where Slater's condition fails)
     data = (instance.g, instance.rb, instance.tau, instance.safe)
     reference = SimplexSOCP(*data, solver="cvxpy", active=instance.active)
     slack = instance.tau - instance.g[np.arange(len(instance.g)), instance.safe]

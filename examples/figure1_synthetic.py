@@ -18,7 +18,7 @@ with the batched engine) and the wall time, and writes a CSV of per-episode rewa
 against k.
 
 The safety radius's norm bound S must bound ||gamma*|| (Assumption 1): it defaults to max(sqrt(d), max_h ||gamma_h*||)
-of the instance, printed per run; ``--nominal-s`` uses sqrt(d) alone, which about 42% of draws exceed (specs §6.1).
+of the instance, printed per run; ``--nominal-s`` uses sqrt(d) alone, which about 42% of draws exceed.
 
     python examples/figure1_synthetic.py                             # 20 instances x K = 10,000
     python examples/figure1_synthetic.py --seeds 4 --episodes 2000   # a quicker look

@@ -27,7 +27,7 @@ import numpy as np
 import sb3_safe
 from sb3_safe.common.plotting import finish_figure
 
-# CISR_NeurIPS20 results/flake, teacher -0.5_0.2_4.874684517814194_0.0_012, optimized intervention (specs §6.3)
+# CISR_NeurIPS20 results/flake, teacher -0.5_0.2_4.874684517814194_0.0_012, optimized intervention
 CISR_SUCCESS = [0.117, 0.462, 0.700, 0.782, 0.918, 0.930, 0.960, 0.963, 0.962, 0.969, 0.963]
 CISR_RETURN = [0.13, 2.29, 3.71, 4.29, 5.12, 5.21, 5.36, 5.38, 5.37, 5.43, 5.39]
 

@@ -257,7 +257,8 @@ def cost_limit_to_q_threshold(
     """Convert a per-episode cost limit d into a per-state threshold on the discounted cost critic.
 
     ``eps1 = d (1 - gamma^T) / ((1 - gamma) T)``: the discounted T-step return of a constant per-step cost
-    d / T (CVPO paper, Liu et al. 2022, App. B.1; specs/cvpo.md §2.1). For gamma = 1 this is d.
+    d / T, as in the CVPO paper's code (Liu et al. 2022); see docs/cost_protocol.md, 'Cost limits and thresholds'.
+    For gamma = 1 this is d.
 
     Args:
         cost_limit: Per-episode, undiscounted limit d (one per constraint, or a scalar).

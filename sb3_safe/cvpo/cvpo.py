@@ -36,8 +36,8 @@ class CVPO(SafeOffPolicyAlgorithm):
     Each gradient step: (1) reward and cost critics regress onto Bellman targets (n-step optional, SB3's
     truncation handling); (2) E-step: K actions per state from pi_old (the target actor) are reweighted by
     ``q ∝ pi_old exp((Q_r - lambda Q_c)/eta)``, with (eta, lambda) the solution of the convex dual (paper eq. 7-9;
-    specs/cvpo.md §2.2), solved to convergence; (3) M-step: weighted maximum likelihood within decoupled mean and
-    covariance KL trust regions (paper eq. 12-13; §2.5).
+    docs/cvpo.md, 'E-step'), solved to convergence; (3) M-step: weighted maximum likelihood within decoupled mean and
+    covariance KL trust regions (paper eq. 12-13; docs/cvpo.md, 'M-step').
 
     Args:
         policy: ``"MlpPolicy"``, ``"MultiInputPolicy"`` or a :class:`CVPOPolicy` subclass.
@@ -191,7 +191,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         self.max_grad_norm = max_grad_norm
         self.old_policy = old_policy
         self.old_policy_update_interval = old_policy_update_interval
-        # Learned duals (D9: all saved and restored).
+        # Learned duals, all saved and restored (docs/cvpo.md, 'What is saved').
         self.eta = float(eta_init)
         self.lam = np.full(n_costs, float(lam_init))
         self.alpha_mean = 0.0
@@ -277,7 +277,11 @@ class CVPO(SafeOffPolicyAlgorithm):
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw normalised samples go to the buffer; the env gets them clipped to [-1, 1] and unscaled (D5, P10)."""
+        """Raw normalised samples go to the buffer; the env gets them clipped to [-1, 1] and unscaled.
+
+        SB3 would store the clipped action, but the M-step needs the policy's own samples (docs/cvpo.md, 'Actions:
+        raw samples and clipped environment actions').
+        """
         if self.num_timesteps < learning_starts:
             raw = np.random.uniform(-1.0, 1.0, size=(n_envs, get_action_dim(self.action_space))).astype(np.float32)
         else:
@@ -331,7 +335,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         stats["time/target_ms"].append(1e3 * (time.perf_counter() - clock))
 
     def _critic_step(self, data: CostReplayBufferSamples) -> dict[str, float]:
-        """Reward and cost critics onto their Bellman targets (specs/cvpo.md §2.6), one Adam step each."""
+        """Reward and cost critics onto their Bellman targets (docs/cvpo.md, 'Critics'), one Adam step each."""
         target_q, target_qc = self._bellman_targets(data)
         current_q = self.critic(data.observations, data.actions)
         mse = th.nn.functional.mse_loss
@@ -350,7 +354,7 @@ class CVPO(SafeOffPolicyAlgorithm):
         """``y_r`` ``(B, 1)`` and ``y_c`` ``(m, B, 1)``: n-step sums plus the discounted target critics at a' ~ pi.
 
         ``y = sum_k gamma^k x_{t+k} + gamma^n (1 - terminated) Qbar(s_{t+n}, a')`` with the same a' for every critic,
-        min over the reward ensemble and ``cost_critic_reduce`` over each cost ensemble (specs/cvpo.md §2.6).
+        min over the reward ensemble and ``cost_critic_reduce`` over each cost ensemble (docs/cvpo.md, 'Critics').
         Truncated transitions bootstrap (``dones`` only marks true terminations, SB3's convention).
         """
         discounts = data.discounts if data.discounts is not None else self.gamma

@@ -1,7 +1,7 @@
 """Gaussian policies for CVPO: diagonal or full (Cholesky) covariance, sampling, log-likelihoods, decoupled KLs.
 
 A distribution is a :class:`Gaussian` whose ``scale`` is the standard deviation ``(B, A)`` (diagonal case) or the
-lower Cholesky factor ``(B, A, A)`` (full case). The M-step (specs/cvpo.md §2.5; Abdolmaleki et al. 2018, MPO)
+lower Cholesky factor ``(B, A, A)`` (full case). The M-step (docs/cvpo.md, 'M-step'; Abdolmaleki et al. 2018, MPO)
 combines the new mean with the old covariance and vice versa, and bounds the two halves of KL(pi_old || pi) apart.
 """
 
@@ -92,7 +92,7 @@ def expected_log_prob(dist: Gaussian, moments: WeightedMoments, precision: th.Te
     """``sum_i w_i log N(a_i; mean, Sigma)`` per state ``(B,)``, from the samples' weighted moments alone.
 
     ``= -0.5 [tr(Sigma^{-1} S) + W (m - mu)^T Sigma^{-1} (m - mu)] - W (0.5 log det Sigma + A/2 log 2 pi)``: exact,
-    and it costs O(B A^2) instead of O(K B A^2), which makes repeated M-step iterations cheap (specs/cvpo.md §2.5).
+    and it costs O(B A^2) instead of O(K B A^2), which makes repeated M-step iterations cheap.
     ``precision`` is ``dist.precision_factor()`` when the caller already has it (full covariance).
     """
     dim = dist.mean.shape[-1]
@@ -118,7 +118,7 @@ def decoupled_kl(
     old_precision: th.Tensor | None = None,
     precision: th.Tensor | None = None,
 ) -> tuple[th.Tensor, th.Tensor]:
-    """The two halves of KL(pi_old || pi) with pi = N(mean, scale), averaged over the batch (specs/cvpo.md §2.5).
+    """The two halves of KL(pi_old || pi) with pi = N(mean, scale), averaged over the batch (docs/cvpo.md, 'M-step').
 
     ``KL_mu = mean_s 0.5 (mu - mu_old)^T Sigma_old^{-1} (mu - mu_old)`` = KL(pi_old || N(mu, Sigma_old)) and
     ``KL_Sigma = mean_s 0.5 [tr(Sigma^{-1} Sigma_old) - n + log det Sigma - log det Sigma_old]``

@@ -36,7 +36,8 @@ class GaussianActor(BasePolicy):
     The mean is ``tanh`` of a linear head (``bounded_mean=True``) or the head itself. ``covariance="diag"``: a
     state-conditioned log-std, clamped to [-20, 2]. ``covariance="full"``: a Cholesky factor from n(n+1)/2 head
     outputs clamped to [-5, 20], with a softplus + 1e-4 diagonal. Samples are not squashed; only the copy sent to
-    the environment is clipped (specs/cvpo.md D5).
+    the environment is clipped (docs/cvpo.md, 'Actions: raw samples and clipped
+    environment actions').
 
     Args:
         observation_space: Observation space.

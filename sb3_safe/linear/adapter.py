@@ -1,4 +1,4 @@
-"""SB3's algorithm interface for episodic linear-MDP planners (specs/linear_mdp.md L8, §7).
+"""SB3's algorithm interface for episodic linear-MDP planners (docs/linear_agents.md, 'The SB3 adapter').
 
 :class:`LinearQVIAlgorithm` is a :class:`~stable_baselines3.common.base_class.BaseAlgorithm`: ``learn`` runs whole
 episodes on a one-env VecEnv (plan with a backward pass, act H steps with callbacks, then fold the episode's samples

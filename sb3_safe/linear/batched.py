@@ -4,24 +4,25 @@
 instances of ``LinearMDPSynthetic-v0`` at once, vectorised with numpy over instances, states and segments. It
 implements the same mathematics as the single-instance agents (:class:`~sb3_safe.linear.slucb_qvi.SLUCBQVI`,
 :class:`~sb3_safe.linear.lsvi_ucb.LSVIUCB` through the adapter, per-step statistics, ``share_across_h=False``) with
-their defaults, and :class:`SyntheticBatch` simulates the instances from their own ground truth (specs/linear_mdp.md
-§6.1). Per episode: plan with the statistics of the past episodes, act H steps, then one rank-one update per step.
+their defaults, and :class:`SyntheticBatch` simulates the instances from their own ground truth (see
+docs/linear_agents.md, 'The two environments'). Per episode: plan with the statistics of the past episodes, act H
+steps, then one rank-one update per step.
 
-Notation (per instance b and step h; specs §3-§4): M = A_h^{-1}; for a state s, phi_0 = phi_0(s), the segment
-directions v_i = x_i(s) - phi_0 and the candidate y_i = phi_0 + alpha_i v_i. Everything the plan needs from M is
+Notation (per instance b and step h; docs/linear_agents.md): M = A_h^{-1}; for a state s, phi_0 = phi_0(s), the
+segment directions v_i = x_i(s) - phi_0 and the candidate y_i = phi_0 + alpha_i v_i. Everything the plan needs from M is
 kept as quadratic forms, updated by the rank-one rule ``a^T M' b = a^T M b - (a.m)(b.m) / (1 + phi.m)`` with
-m = M phi (Sherman-Morrison, L4) and recomputed from scratch at every refactorisation:
+m = M phi (Sherman-Morrison) and recomputed from scratch at every refactorisation:
 
 - SLUCB-QVI: ``q_vv = v^T M v``, ``r = 2 phi_0^T M v`` and ``p = phi_0^T M phi_0``. With gammahat = M b_z and
-  e = (<phi_0, gammahat> - tau_h(s)) / p, the projection model (§3.2-§3.3) gives
+  e = (<phi_0, gammahat> - tau_h(s)) / p, the projection model gives
   ``chat(x_i) - tau_h(s) = <v_i, gammahat> - e r_i / 2 + beta sqrt(q_vv - r_i^2 / (4 p))``
   (since <phi_0, gamma_{h,s}> = tau_h(s) and x^T M_s x = v^T M_s v), hence the certified end
-  ``alpha_i = gap / max(chat(x_i) - tau_h(s), gap)`` with gap = tau - tau_h(s) (§4.2), and
+  ``alpha_i = gap / max(chat(x_i) - tau_h(s), gap)`` with gap = tau - tau_h(s), and
   ``||y_i||_M^2 = p + alpha_i (r_i + alpha_i q_vv)``.
 - LSVI-UCB: the candidates y (phi_0 and the oracle's certified ends, or the raw ends when penalised) are fixed, so
   ``q_yy = y^T M y`` itself is kept.
 
-Then ``Q_h(s, y) = <w_h, y> + kappa_h(s) beta ||y||_M`` with ``w_h = M (b_r - lambda' b_z + B V_{h+1})`` (§4.1), the
+Then ``Q_h(s, y) = <w_h, y> + kappa_h(s) beta ||y||_M`` with ``w_h = M (b_r - lambda' b_z + B V_{h+1})``, the
 greedy maximiser with ties to phi_0, and ``V_h = min(max Q_h, H)``. The step-0 plan is only needed at the initial
 state of the episode, which does not depend on the plan, so it is drawn first and the step-0 quadratic forms are
 computed directly at that state only (``plan_points`` computes them at every state).
@@ -112,7 +113,7 @@ class SyntheticBatch:
 
     Reads ``mu_star (H, d, n_S)``, ``theta_star``, ``gamma_star (H, d)``, ``segment_table()``, ``safe_cost(s, h)``,
     ``cost_noise_sigma``, ``horizon`` and ``cost_threshold`` from every ``env.unwrapped`` (never redrawn). The
-    distributions are the env's (specs §6.1): s_0 uniform, r = <x, theta_h*>, z = <x, gamma_h*> + N(0, sigma^2),
+    distributions are the env's: s_0 uniform, r = <x, theta_h*>, z = <x, gamma_h*> + N(0, sigma^2),
     s' ~ x @ mu_h* (clipped at 0 and normalised, as the env does); the random stream is its own.
 
     Args:
@@ -178,7 +179,7 @@ class SyntheticBatch:
 
 
 class BatchedSyntheticRun:
-    """One method run in lockstep on B synthetic instances (specs §4.1-§4.4, §6.1), vectorised with numpy.
+    """One method run in lockstep on B synthetic instances, vectorised with numpy.
 
     The defaults are the single-instance agents' (ridge 1, delta 0.01, beta_mode ``"single"``, beta_safe_form
     ``"default"``, safety_radius_scale 1, kappa_coef 2, value clip ``"H"``, refactor every 1000 updates).
@@ -437,7 +438,7 @@ class BatchedSyntheticRun:
         gap_wide: np.ndarray,
         radius: np.ndarray,
     ) -> np.ndarray:
-        """The certified ends, ``alpha_i = gap / max(chat(x_i) - tau_h(s), gap)`` (specs §4.2), with
+        """The certified ends, ``alpha_i = gap / max(chat(x_i) - tau_h(s), gap)``, with
         ``chat(x_i) - tau_h(s) = <v_i, gammahat> - e r_i / 2 + beta sqrt(max(q_vv - r_i^2 / (4 p), 0))``.
 
         Args:
@@ -447,7 +448,7 @@ class BatchedSyntheticRun:
         """
         width = r * r
         width *= (0.25 / p)[..., None]
-        np.subtract(q_vv, width, out=width)  # v^T M_s v, the projected norm (specs §3.2)
+        np.subtract(q_vv, width, out=width)  # v^T M_s v, the projected norm
         np.maximum(width, 0.0, out=width)
         np.sqrt(width, out=width)
         width *= radius[:, None, None]

@@ -1,6 +1,6 @@
 """The linear-MDP protocol an environment exposes on ``env.unwrapped``, read once into a :class:`LinearMDPSpec`.
 
-Protocol (specs/linear_mdp.md §7; h is the 0-based step index, s an integer state):
+Protocol (see docs/linear_agents.md, 'The linear-MDP protocol'; h is the 0-based step index, s an integer state):
 
 - attributes ``horizon`` (H), ``feature_dim`` (d), ``n_states``, ``cost_threshold`` (tau), ``time_homogeneous``;
 - a finite action set: ``n_actions``, ``feature_table() -> (n_states, n_actions, d)``, ``safe_action(s) -> int``;
@@ -22,7 +22,7 @@ REQUIRED_ATTRIBUTES = ("horizon", "feature_dim", "n_states", "cost_threshold", "
 FINITE_ATTRIBUTES = ("n_actions", "feature_table", "safe_action")
 SEGMENT_ATTRIBUTES = ("n_segments", "segment_table", "safe_action")
 BOUNDARY_TOLERANCE = 1e-9
-"""tau - tau_h(s) below this counts as a safe action certified at equality (specs/linear_mdp.md §2.2)."""
+"""tau - tau_h(s) below this counts as a safe action certified at equality (see docs/linear_agents.md)."""
 
 
 class LinearMDPProtocolError(TypeError):
@@ -44,7 +44,7 @@ class LinearMDPSpec:
         safe_features: phi_0(s) = phi(s, a_0(s)), ``(n_states, d)``.
         candidates: Candidate features per state, ``(n_states, C, d)``: every action (finite), or phi_0 followed by
             the N segment end points (segments; the value is convex along a segment, so its maximum over the
-            segment is at an end, specs/linear_mdp.md §4.2).
+            segment is at an end).
         safe_index: Index of a_0(s) among the candidates, ``(n_states,)`` (always 0 for segments).
         safe_costs: tau_h(s), ``(H, n_states)``.
         terminal: Terminal states, ``(n_states,)`` (their value is 0 and no decision is made there).

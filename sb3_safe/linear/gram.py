@@ -1,4 +1,4 @@
-"""Incremental ridge-regression statistics for linear-MDP agents (specs/linear_mdp.md L4, §3.2, §5).
+"""Incremental ridge-regression statistics for linear-MDP agents (docs/linear_agents.md, 'Regression statistics').
 
 Per group g (one per step h, or a single pooled group), with the features phi_j of the samples seen so far:
 
@@ -128,7 +128,7 @@ class RidgeStatistics(nn.Module):
         return self.M[group] @ target
 
     def cost_estimate(self, group: int) -> np.ndarray:
-        """Ridge estimate of the cost parameters, ``gammahat = M b_z`` (specs/linear_mdp.md §3.2)."""
+        """Ridge estimate of the cost parameters, ``gammahat = M b_z`` (ridge regression on the observed costs)."""
         return self.M[group] @ self.b_z[group]
 
     def bonus_norms(self, group: int, features: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """LSVI-UCB (Jin et al. 2020, Algorithm 1) and the two baselines of Amani et al. 2021 built on it.
 
 ``Q_h(s,a) = <w_h, phi(s,a)> + beta_Q ||phi(s,a)||_{Lambda_h^{-1}}``, ``V_h = min{max_a Q_h, H}``, with
-``beta_Q = c_beta d H sqrt(log(2 d T / delta))`` (specs/linear_mdp.md §4.4). Three modes:
+``beta_Q = c_beta d H sqrt(log(2 d T / delta))`` (docs/linear_agents.md, 'LSVI-UCB and its modes'). Three modes:
 
 - ``safety="none"``: maximise over every action (every point of the star-convex set);
 - ``safety="known"``: the oracle that knows gamma*: only actions with true cost <= tau, and on star-convex sets the
@@ -29,7 +29,8 @@ def certified_segment_points(
     """Shrink every segment [phi_0, x_i] to its certified part: the point phi_0 + alpha_i (x_i - phi_0).
 
     The cost along a segment is affine in alpha, tau_h + alpha (c_i - tau_h), so the largest certified alpha is
-    ``1`` if c_i <= tau and ``(tau - tau_h) / (c_i - tau_h)`` otherwise (specs/linear_mdp.md §4.2).
+    ``1`` if c_i <= tau and ``(tau - tau_h) / (c_i - tau_h)`` otherwise (docs/linear_agents.md, 'SLUCB-QVI:
+    certified actions and segments').
 
     Args:
         safe_features: phi_0(s) ``(n_states, d)``.

@@ -1,4 +1,4 @@
-"""Optimistic backward value recursion over finite candidate sets (specs/linear_mdp.md §4.1, §4.4).
+"""Optimistic backward value recursion over finite candidate sets (docs/linear_agents.md, 'The value recursion').
 
 For h = H-1 .. 0 (0-based), with the statistics of the group that step h regresses on:
 
@@ -6,9 +6,10 @@ For h = H-1 .. 0 (0-based), with the statistics of the group that step h regress
     Q_h(s,c) = <w_h, x_{s,c}> + kappa_h(s) * beta * ||x_{s,c}||_M      over the allowed candidates x_{s,c}
     V_h(s)  = min{ max_c Q_h(s,c), clip_h },   pi_h(s) = argmax_c Q_h(s,c)  (ties go to the safe candidate)
 
-Q itself is not clipped and the policy comes from the unclipped maximiser (L6). Vectorised over states and candidates.
-The statistics do not change during a pass, so x^T M, the bonus norms and the map V_{h+1} -> <x, M B V_{h+1}> are
-formed once per group: with pooled statistics each step then costs one (n_states C) x n_states product.
+Q itself is not clipped and the policy comes from the unclipped maximiser, as in both papers. Vectorised over states
+and candidates. The statistics do not change during a pass, so x^T M, the bonus norms and the map
+V_{h+1} -> <x, M B V_{h+1}> are formed once per group: with pooled statistics each step then costs one
+(n_states C) x n_states product.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Plan:
 
 
 def greedy_maximiser(safe_index: np.ndarray) -> Maximiser:
-    """argmax_c Q(s, c) per state, ties going to the safe candidate (specs/linear_mdp.md §4.1)."""
+    """argmax_c Q(s, c) per state, ties going to the safe candidate."""
     states = np.arange(len(safe_index))
 
     def maximise(step: int, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,14 @@
-"""RSLUCB-QVI (Amani et al. 2021, §4): randomised safe policies for linear MDPs with finite action sets.
+"""RSLUCB-QVI (Amani et al. 2021, Algorithm 2): randomised safe policies for linear MDPs with finite action sets.
 
 The policy at (h, s) is a distribution theta over the actions. Its constraint holds in expectation over the agent's own
-sampling: the pessimistic expected cost of theta (specs/linear_mdp.md §3.3),
+sampling: the pessimistic expected cost of theta (docs/linear_agents.md, 'The safety model'),
 
     g^T theta + beta ||Rb theta||,   g = Phi_s gamma_{h,s},   Rb = psd_sqrt(Phi_s M_s Phi_s^T),
 
 must be at most tau. Each step of the backward pass solves, for every state, the second-order-cone program
 ``max_theta q^T theta`` over that certified part of the simplex, with q = Q_h(s, .) (unclipped), and sets
-``V_h(s) = min{q^T theta, H}`` (§4.1-§4.2). The theta found are the plan; actions are sampled from them.
+``V_h(s) = min{q^T theta, H}``. The theta found are the plan; actions are sampled from them (docs/linear_agents.md,
+'RSLUCB-QVI: randomised plans and the per-state SOCP').
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What SLUCB-QVI and RSLUCB-QVI share: the safety radius, kappa and the bonus scales (specs/linear_mdp.md L1-L3)."""
+"""What SLUCB-QVI and RSLUCB-QVI share: the safety radius, kappa and the bonus scales (see docs/linear_agents.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Pessimistic cost estimates, safety radii and kappa for the safe linear-MDP agents (specs/linear_mdp.md §3, L1-L3).
+"""Pessimistic cost estimates, safety radii and kappa for the safe linear-MDP agents.
+
+See docs/linear_agents.md, 'The safety model' and 'kappa and the gap floor'.
 
 With the safe feature phi_0(s), u_s = phi_0(s) / ||phi_0(s)|| and the known cost c_{h,s} = tau_h(s) / ||phi_0(s)|| of
 the direction u_s, the projection model (the paper's, default) estimates gamma by ridge regression constrained to
@@ -40,7 +42,7 @@ def beta_safe(
     norm_bound: float,
     form: str = "default",
 ) -> float:
-    """Radius of the cost confidence ellipsoid after ``n_samples`` samples (specs/linear_mdp.md L2).
+    """Radius of the cost confidence ellipsoid after ``n_samples`` samples (docs/linear_agents.md, 'The safety model').
 
     ``"default"``: sigma sqrt(d log((1 + n / lambda) / delta)) + sqrt(lambda) S;
     ``"ay11"`` (Abbasi-Yadkori et al. 2011): sigma sqrt(2 log(1 / delta) + d log(1 + n / (lambda d))) + sqrt(lambda) S.
@@ -59,7 +61,9 @@ def beta_safe(
 def kappa(
     safe_costs: np.ndarray, tau: float, horizon: int, kappa_coef: float, min_safety_gap: float | None
 ) -> np.ndarray:
-    """``kappa_h(s) = kappa_coef H / max(tau - tau_h(s), min_safety_gap) + 1`` (Lemma 2; specs/linear_mdp.md L3).
+    """``kappa_h(s) = kappa_coef H / max(tau - tau_h(s), min_safety_gap) + 1`` (Amani et al. 2021, Lemma 2; floored).
+
+    See docs/linear_agents.md, 'kappa and the gap floor'.
 
     Raises:
         ValueError: If some tau - tau_h(s) is (numerically) 0 and no ``min_safety_gap`` floors it: kappa would be
@@ -72,7 +76,7 @@ def kappa(
             raise ValueError(
                 f"The safe action of state(s) {sorted(set(states.tolist()))} costs tau itself, so "
                 f"kappa_h(s) = {kappa_coef} H / (tau - tau_h(s)) + 1 is infinite there. Pass min_safety_gap (the "
-                "smallest positive gap is the spec's choice, e.g. 0.05 on Frozen Lake) or raise tau."
+                "smallest positive gap is a natural choice, e.g. 0.05 on Frozen Lake) or raise tau."
             )
     else:
         gaps = np.maximum(gaps, min_safety_gap)

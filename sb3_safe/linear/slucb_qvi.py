@@ -1,10 +1,11 @@
 """SLUCB-QVI (Amani et al. 2021): deterministic safe policies for linear MDPs with an instantaneous cost constraint.
 
-Each episode, with the statistics of the past episodes (specs/linear_mdp.md §3-§4):
+Each episode, with the statistics of the past episodes (Amani et al. 2021, Algorithm 1; see
+docs/linear_agents.md, 'SLUCB-QVI: certified actions and segments'):
 
 - the certified actions are those whose pessimistic cost ``<x, gamma_{h,s}> + beta ||x||_{M_s}`` is at most tau
   (finite action sets), or, on a finite star-convex set, the certified part [phi_0, phi_0 + alphahat_i (x_i - phi_0)]
-  of every segment, where the pessimistic cost is affine in alpha (§4.2);
+  of every segment, where the pessimistic cost is affine in alpha;
 - ``Q_h(s, x) = <w_h, x> + kappa_h(s) beta ||x||_M`` and ``V_h(s) = min{max over certified x of Q_h(s, x), H}``;
   the maximum over a certified segment is at one of its ends, so phi_0 and the N certified ends are compared;
 - the policy plays the maximiser (the feature point itself on star-convex sets).

@@ -1,6 +1,6 @@
 """RSLUCB-QVI's per-state problems: a linear objective over the action simplex under one second-order-cone constraint.
 
-For every state s, with n actions (specs/linear_mdp.md L5, §3.3, §4.2):
+For every state s, with n actions (docs/linear_agents.md, 'RSLUCB-QVI: randomised plans and the per-state SOCP'):
 
     maximise q^T theta   s.t.   theta >= 0,  1^T theta = 1,   g^T theta + ||Rb theta||_2 <= tau
 
@@ -8,10 +8,10 @@ where q_a = Q~_h(s,a), g_a = <phi(s,a), gamma_{h,s}>, Rb = beta G^{1/2} with G =
 caller with :func:`psd_sqrt`). The safe vertex e_{a0} is always feasible: its cost is known analytically
 (g[a0] = tau_h(s) <= tau and Rb e_{a0} = 0), so it is never rejected on floating-point grounds.
 
-Within an episode g, Rb and tau are fixed and only q changes with the step h (§5), so :class:`SimplexSOCP` does all
+Within an episode g, Rb and tau are fixed and only q changes with the step h, so :class:`SimplexSOCP` does all
 q-independent work once per episode and :meth:`SimplexSOCP.solve` is a few batched numpy operations per call.
 
-Fast exact path (§4.2), vectorised over states and the 2^n - n - 1 faces F of the simplex with |F| >= 2:
+Fast exact path, vectorised over states and the 2^n - n - 1 faces F of the simplex with |F| >= 2:
 
 1. Screening: if a maximiser of q over the simplex (a vertex) is feasible, it is optimal.
 2. Otherwise the cone constraint is active at an optimum, which is a feasible vertex or lies in the relative interior
@@ -28,7 +28,7 @@ Fast exact path (§4.2), vectorised over states and the 2^n - n - 1 faces F of t
    be resolved (W singular without a flat direction, or p = 0), or when the best candidate is a strictly feasible
    vertex although no maximiser of q is feasible (impossible at an optimum, so a candidate was lost to round-off).
 
-Two additions to the spec's enumeration, both only adding feasible candidates: the cone's apex on each face
+Two additions to this enumeration, both only adding feasible candidates: the cone's apex on each face
 (Rb theta = 0, g^T theta = tau; not a stationary point, so the formula misses it when Rb is rank-deficient), which
 does not depend on q and is found once per episode; and a round-off repair: a candidate that misses the constraint by
 at most ``REPAIR_RTOL`` (scaled) is moved towards the vertex with the most slack, by the convexity bound, instead of
@@ -78,8 +78,8 @@ def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 
     The input is symmetrised first. Negative eigenvalues are clipped to 0, and so are eigenvalues at the round-off
     level of the matrix (below n eps max|lambda|), so that an exact null vector of G stays closer to a null vector of
-    S. Callers build Rb = beta * psd_sqrt(G) (§4.2); since G e_{a0} = 0 analytically (G = Phi_s^T M_s Phi_s,
-    specs/linear_mdp.md §3.3), they should also set Rb's row and column a0 to exactly 0.
+    S. Callers build Rb = beta * psd_sqrt(G); since G e_{a0} = 0 analytically (G = Phi_s^T M_s Phi_s, and
+    M_s phi_0(s) = 0), they should also set Rb's row and column a0 to exactly 0.
 
     Args:
         matrix: ``(..., n, n)``.
@@ -141,7 +141,7 @@ _REFERENCE_PROBLEMS: dict[int, _Reference] = {}
 
 def _reference_problem(n: int) -> _Reference:
     """The module-wide cvxpy problem for n actions. Beta is folded into the Parameter Rb: ``b * cp.norm(M @ x)``
-    with both b and M Parameters is not DPP (specs/stack.md)."""
+    with both b and M Parameters is not DPP (cvxpy's disciplined parametrized programming rules)."""
     if n not in _REFERENCE_PROBLEMS:
         import cvxpy as cp  # lazy: importing cvxpy costs ~0.6 s
 
@@ -166,7 +166,7 @@ def _helmert_basis(k: int) -> np.ndarray:
 class SimplexSOCP:
     """Per-state problems max q^T theta over the simplex with g^T theta + ||Rb theta|| <= tau, for many states.
 
-    Construction does everything that does not depend on q (once per episode in RSLUCB-QVI, specs/linear_mdp.md §5):
+    Construction does everything that does not depend on q (once per episode in RSLUCB-QVI):
     vertex feasibility and, for ``solver="fast"``, the face data of every (face, active state) (thetabar, N, e, Bf,
     rho, cf, W, W^{-1} or a singular flag, v, k0, folded into the few arrays a solve needs) and the cone's apex
     points. :meth:`solve` then handles one q per call.

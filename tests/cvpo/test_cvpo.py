@@ -75,7 +75,7 @@ def test_learns_on_the_toy_env_with_two_envs_and_logs_every_key(toy_env_id, tmp_
     duals = model.duals
     assert set(duals) == {"eta", "lambda", "alpha_mean", "alpha_cov"}
     assert np.isfinite(duals["eta"]) and duals["eta"] > 0 and duals["lambda"] >= 0
-    # cost_limit 2 per 20-step episode, gamma 0.99: the Q_c threshold of specs/cvpo.md §2.1.
+    # cost_limit 2 per 20-step episode, gamma 0.99: the Q_c threshold (docs/cvpo.md, 'Cost threshold').
     assert model.cost_threshold[0] == pytest.approx(2.0 * (1 - 0.99**20) / (0.01 * 20))
 
 

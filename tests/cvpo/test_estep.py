@@ -1,4 +1,4 @@
-"""CVPO E-step dual solvers (sb3_safe.cvpo.estep; spec cvpo.md §2.2-§2.4, D4, D11, §6 P1, §10 items 2-3)."""
+"""CVPO E-step dual solvers (sb3_safe.cvpo.estep; docs/cvpo.md, 'E-step' to 'Infeasible E-step')."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def test_derivatives_match_finite_differences() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Warm starts, infeasibility (D11), no lambda doubling (P1)
+# Warm starts, infeasibility, no lambda doubling
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -200,7 +200,7 @@ def test_infeasible_instance_returns_cost_minimising_weights() -> None:
     # the recovery is the cost minimiser inside the KL ball
     assert solution.estep_kl == pytest.approx(EPS, rel=1e-5)
     assert solution.qc_weighted[0] == pytest.approx(solution.c_min[0], rel=1e-6)
-    # D11: the warm start keeps the last finite (eta, lambda) and remembers the infeasibility
+    # Infeasible: the warm start keeps the last finite (eta, lambda) and remembers the infeasibility
     assert solution.warm_start == EStepWarmStart(2.5, (0.75,), True)
     assert all(math.isfinite(v) for v in (solution.eta, solution.kkt_residual, solution.dual_objective))
 
@@ -314,7 +314,7 @@ def test_infeasible_with_two_constraints_minimises_the_violated_sum() -> None:
 
 
 def test_jointly_infeasible_constraints() -> None:
-    """Each constraint is feasible alone, but not both: the multipliers run to their bound (D11, m > 1)."""
+    """Each constraint is feasible alone, but not both: the multipliers run to their bound (m > 1)."""
     rng = np.random.default_rng(5)
     advantage = rng.normal(size=(B, K))
     q_reward = rng.normal(size=(B, 1)) + advantage + 0.5 * rng.normal(size=(B, K))
@@ -345,7 +345,7 @@ def test_collinear_critics_do_not_stall() -> None:
 @pytest.mark.parametrize("m", [1, 2])
 @pytest.mark.parametrize("repeats", [1, 3])
 def test_no_lambda_doubling(m: int, repeats: int) -> None:
-    """Weights are softmax((Q_r - lam Q_c)/eta) with the returned lam, however often the E-step runs (P1)."""
+    """Weights are softmax((Q_r - lam Q_c)/eta) with the returned lam, however often the E-step runs: no doubling."""
     q_reward, q_cost, thresholds = make_instance(21, "active", m)
     q_reward_t, q_cost_t = th.as_tensor(q_reward), th.as_tensor(q_cost)
     reward_copy, cost_copy = q_reward_t.clone(), q_cost_t.clone()

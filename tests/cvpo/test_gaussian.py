@@ -1,4 +1,4 @@
-"""CVPO's Gaussian: log-likelihoods and the decoupled KLs against torch.distributions (specs/cvpo.md §10.4)."""
+"""CVPO's Gaussian: log-likelihoods and the decoupled KLs against torch.distributions (docs/cvpo.md, 'M-step')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pessimistic cost model, safety radius and kappa against direct formulas (specs/linear_mdp.md §3.2, L2, L3)."""
+"""Pessimistic cost model, safety radius and kappa against direct formulas (see docs/linear_agents.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SimplexSOCP (specs/linear_mdp.md L5, §4.2): the fast path against an independent cvxpy solve and brute force."""
+"""SimplexSOCP (docs/linear_agents.md, RSLUCB-QVI): the fast path against an independent cvxpy solve and brute force."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_instances_cover_indefinite_w_and_interior_optima():
 
 def test_reference_solver_agrees_with_fast_path():
     g, rb, q, safe, kinds = _instances(4, 24, seed=11)
-    keep = np.array([kind != "equality" for kind in kinds])  # Slater fails at g[a0] = tau (spec §4.2)
+    keep = np.array([kind != "equality" for kind in kinds])  # Slater's condition fails at g[a0] = tau
     fast = SimplexSOCP(g[keep], rb[keep], TAU, safe[keep]).solve(q[keep])
     ref = SimplexSOCP(g[keep], rb[keep], TAU, safe[keep], solver="cvxpy").solve(q[keep])
     assert (ref.cvxpy, ref.greedy, ref.face, ref.fallbacks_to_safe) == (keep.sum(), 0, 0, 0)

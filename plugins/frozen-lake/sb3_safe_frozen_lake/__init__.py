@@ -1,9 +1,9 @@
-"""Safe linear-MDP environments for sb3-safe (spec linear_mdp.md §6-7), registered with Gymnasium on import.
+"""Safe linear-MDP environments for sb3-safe (Amani et al. 2021's experiments), registered with Gymnasium on import.
 
 - ``FrozenLake10x10Safe-v0`` (:class:`FrozenLakeSafeEnv`): Gymnasium's FrozenLake on CISR's 10x10 map with exact
-  linear features, hole-probability cost and tau = 0.1 (§6.2).
+  linear features, hole-probability cost and tau = 0.1 (Figure 2).
 - ``LinearMDPSynthetic-v0`` (:class:`LinearMDPSyntheticEnv`): the random linear MDP with finite star-convex
-  action sets (§6.1).
+  action sets (Figure 1).
 
 Both are standard Gymnasium 5-tuple envs with the observed cost in ``info["cost"]`` and the linear-MDP protocol
 (:mod:`sb3_safe_frozen_lake.protocol`) on ``env.unwrapped``. Example::

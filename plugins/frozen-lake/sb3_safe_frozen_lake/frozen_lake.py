@@ -1,8 +1,8 @@
-"""``FrozenLake10x10Safe-v0``: Gymnasium's FrozenLake on CISR's 10x10 map as an exact safe linear MDP (spec §6.2).
+"""``FrozenLake10x10Safe-v0``: Gymnasium's FrozenLake on CISR's 10x10 map as an exact safe linear MDP.
 
 The model (transitions, phi, mu*, gamma*, theta*, a_0) is built by :mod:`sb3_safe_frozen_lake.frozen_lake_model`.
 This module adds the episode: the Dict observation of the linear-MDP protocol, truncation after H steps, the goal
-and hole handling of §6.2(b), the observed cost of §6.2(f), the rewards of §6.2(d)-(e) and the protocol methods.
+and hole handling, the observed cost, the rewards and the protocol methods (choices explained in the plugin README).
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ REWARD_MODELS = ("linear", "tabular")
 GOAL_MODES = ("absorbing", "terminal")
 COST_NOISES = ("bernoulli", "gaussian")
 BERNOULLI_COST_SIGMA = 0.5
-"""A {0, 1} cost indicator minus its mean is 1/2-sub-Gaussian (spec §6.2 "Model")."""
+"""A {0, 1} cost indicator minus its mean is 1/2-sub-Gaussian."""
 TASK_GOAL_REWARD = 6.0
 TASK_STEP_REWARD = 0.01
 CISR_STEP_PENALTY = -0.01
-"""The paper's task reward (spec §6.2(e)): 6 on first reaching the goal, 0.01 for every earlier step."""
+"""The paper's task reward: 6 on first reaching the goal, 0.01 for every earlier step."""
 
 
 class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
-    """The safe 10x10 Frozen Lake of Amani et al. (2021, Figure 2) with exact linear features (spec §6.2).
+    """The safe 10x10 Frozen Lake of Amani et al. (2021, Figure 2) with exact linear features.
 
     Dynamics: the intended move w.p. ``slip[0]`` and each orthogonal move w.p. ``slip[1]``, ``slip[2]``; walls keep
     the agent in place. With d = n_states = 100 and M* = [mu*(s')] ~ N(0, I_d) column-wise, phi(s,a) solves
@@ -46,7 +46,7 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
     c(s,a) = <phi, gamma*> = P(next cell is a hole | s,a) with gamma* = sum_{holes} mu*(s).
 
     Episodes: start at (0,0); entering a hole terminates (``terminated=True``, ``info["failed"]=True``); after
-    ``horizon`` steps the env truncates by itself. With ``goal_mode="absorbing"`` (default, §6.2(b)) the goal is an
+    ``horizon`` steps the env truncates by itself. With ``goal_mode="absorbing"`` (default) the goal is an
     absorbing state where every action earns the toward-goal reward, success is recorded at first entry and the
     rollout continues to H; with ``"terminal"`` entering the goal terminates.
 
@@ -58,12 +58,12 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
     - ``is_success``: the goal has been reached in this episode (sticky from the first entry on);
     - ``failed``: this step entered a hole;
     - ``task_reward``: the paper's task reward, 6 on the step that first enters the goal, 0.01 on every step before
-      it (a step into a hole included) and 0 afterwards; its episode sum is the task return of §6.2(e);
+      it (a step into a hole included) and 0 afterwards; its episode sum is the paper's task return;
     - ``cisr_reward``: CISR's scale, 6 on the step that first enters the goal, -0.01 on every step before the goal
       or a hole is reached, 0 on the step into a hole and afterwards; its episode sum is
-      6 1{success} - 0.01 (steps before success or failure) (§6.2(e)).
+      6 1{success} - 0.01 (steps before success or failure).
 
-    Safety (§6.2(a)): with the default tau = 0.1 six states (``boundary_states``) have best cost exactly tau; a_0 is
+    Safety: with the default tau = 0.1 six states (``boundary_states``) have best cost exactly tau; a_0 is
     certified there at equality, and ``min_safety_gap`` (0.05, the smallest positive gap tau - tau(s)) is the
     floor agents should use in kappa_h(s). ``safe_cost`` and ``true_cost`` return the exact tabular hole
     probabilities, so a_0 costs exactly tau at those states (not tau plus rounding error).
@@ -74,9 +74,9 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
         tau: The cost threshold, > 0. It must be at least the best cost of every non-terminal state (0.1 for the
             default slip), otherwise some state has no safe action and a ``ValueError`` is raised.
         mu_seed: Seed of mu*.
-        reward_model: "linear" or "tabular" (§6.2(d)).
-        goal_mode: "absorbing" or "terminal" (§6.2(b)).
-        cost_noise: "bernoulli" or "gaussian" (§6.2(f)).
+        reward_model: "linear" or "tabular".
+        goal_mode: "absorbing" or "terminal".
+        cost_noise: "bernoulli" or "gaussian".
         cost_sigma: Standard deviation of the Gaussian cost noise (used only with ``cost_noise="gaussian"``).
         normalize_features: Rescale phi and mu* jointly so that max ||phi|| = 1 (see ``feature_scale``).
         horizon: H, steps per episode.
@@ -110,7 +110,7 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
         self.model: FrozenLakeModel = cached_model(MAP_10X10_SAFE, self.slip, self.mu_seed, self.normalize_features)
         model = self.model
 
-        # Protocol constants (spec §7).
+        # Protocol constants (sb3_safe_frozen_lake.protocol).
         self.n_states = model.n_states
         self.n_actions = N_ACTIONS
         self.feature_dim = model.features.shape[-1]
@@ -147,7 +147,7 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
 
     # ----------------------------------------------------------------------------------------------- construction
     def _non_terminal_states(self) -> list[int]:
-        """The 89 cells that are neither holes nor the goal (spec §6.2(a); every action at G costs 0 anyway)."""
+        """The 89 cells that are neither holes nor the goal (every action at G costs 0 anyway)."""
         return [s for s in range(self.n_states) if not self._terminal[s] and s != self.goal_state]
 
     def _check_safe_actions_exist(self) -> None:
@@ -163,7 +163,7 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
             )
 
     def _safety_margins(self) -> tuple[tuple[int, ...], float | None]:
-        """States whose best cost equals tau (to 1e-12) and the smallest positive gap tau - tau(s) (spec §6.2(a))."""
+        """States whose best cost equals tau (to 1e-12) and the smallest positive gap tau - tau(s)."""
         gaps = {s: self.cost_threshold - float(self.model.safe_costs[s]) for s in self._non_terminal_states()}
         boundary = tuple(s for s, gap in gaps.items() if abs(gap) <= COST_TIE_TOLERANCE)
         positive = [gap for gap in gaps.values() if gap > COST_TIE_TOLERANCE]
@@ -249,7 +249,7 @@ class FrozenLakeSafeEnv(LinearMDPEnvMixin, FrozenLakeEnv):
         return self.model.features
 
     def safe_action(self, s: int) -> int:
-        """a_0(s): the least-cost action, ties toward the goal (spec §6.2(a))."""
+        """a_0(s): the least-cost action, ties toward the goal."""
         return int(self.model.safe_actions[self._check_state(s)])
 
     def safe_cost(self, s: int, h: int) -> float:

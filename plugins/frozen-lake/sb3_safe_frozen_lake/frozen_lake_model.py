@@ -1,6 +1,6 @@
-"""The exact linear model of the safe 10x10 Frozen Lake (spec §6.2): transitions, features, cost, reward, a_0.
+"""The exact linear model of the safe 10x10 Frozen Lake: transitions, features, cost, reward, a_0.
 
-Construction (spec §6.2 "Model", (a), (d)), with d = n_states = 100:
+Construction (see also the plugin README), with d = n_states = 100:
 
 - P(.|s,a): the intended move w.p. ``slip[0]``, the orthogonal moves (a-1)%4 and (a+1)%4 w.p. ``slip[1]``,
   ``slip[2]``; moves into a wall stay put; holes and the goal are absorbing self-loops (so phi exists everywhere).
@@ -39,7 +39,7 @@ MAP_10X10_SAFE: tuple[str, ...] = (
     "HFFFFFFFFF",
     "FFFGFFFFFF",
 )
-"""CISR's small map (spec §6.2): start (0,0), goal (9,3), 10 holes. Rows top to bottom, Gymnasium ``desc`` format."""
+"""CISR's small map: start (0,0), goal (9,3), 10 holes. Rows top to bottom, Gymnasium ``desc`` format."""
 
 DEFAULT_SLIP = (0.9, 0.05, 0.05)
 """(intended, orthogonal (a-1)%4, orthogonal (a+1)%4) move probabilities."""
@@ -91,7 +91,7 @@ class FrozenLakeModel:
         transitions: P(s'|s,a), (n_S, 4, n_S); absorbing self-loops at holes and the goal.
         cost: c(s,a) = P(hole | s,a), (n_S, 4), computed from ``transitions`` (the exact values the linear
             model reproduces to ~1e-14).
-        reward_target: r_target(s,a) of spec §6.2(d), (n_S, 4).
+        reward_target: r_target(s,a), the paper's reward rule, (n_S, 4).
         mu_star: M* = [mu*(s')], (d, n_S).
         features: phi(s,a), (n_S, 4, d).
         gamma_star: (d,), the sum of mu*(s) over holes.
@@ -151,7 +151,7 @@ def build_transitions(desc: Sequence[str], slip: tuple[float, float, float]) -> 
 
 
 def build_reward_target(desc: Sequence[str]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """r_target of spec §6.2(d), (n_S, 4), and the Manhattan distance of every cell to the goal, (n_S,)."""
+    """r_target (the paper's reward rule), (n_S, 4), and the Manhattan distance of every cell to the goal, (n_S,)."""
     n_rows, n_cols = len(desc), len(desc[0])
     n_states = n_rows * n_cols
     (goal,) = _find(desc, "G")
@@ -189,7 +189,7 @@ def build_model(
     mu_seed: int = 0,
     normalize_features: bool = False,
 ) -> FrozenLakeModel:
-    """Build the exact linear model of spec §6.2 (see the module docstring).
+    """Build the exact linear model (see the module docstring).
 
     Args:
         desc: The map (Gymnasium ``desc`` format, one 'S', one 'G').

@@ -1,10 +1,10 @@
-"""The linear-MDP protocol that the safe linear agents read from ``env.unwrapped`` (spec §7, §2.2).
+"""The linear-MDP protocol that the safe linear agents read from ``env.unwrapped`` (see the plugin README).
 
-A linear MDP has features phi(s, a) in R^d with (spec §2.2, Assumption 1)::
+A linear MDP has features phi(s, a) in R^d with (the linear MDP of Jin et al. 2020, with a linear cost)::
 
     P_h(s'|s,a) = <phi(s,a), mu_h*(s')>,   r_h(s,a) = <phi(s,a), theta_h*>,   c_h(s,a) = <phi(s,a), gamma_h*>
 
-and a known safe action a_0(s) whose cost tau_h(s) = <phi(s, a_0(s)), gamma_h*> <= tau is known (Assumption 4).
+and a known safe action a_0(s) whose cost tau_h(s) = <phi(s, a_0(s)), gamma_h*> <= tau is known.
 Steps h are 0-based (0..H-1), states are ints. Agents decide from ``features``/``segments``, ``safe_action``,
 ``safe_cost``, ``is_terminal`` and the constants; ``mu_star``, ``theta_star``, ``gamma_star``, ``true_cost`` and
 ``transition_probabilities`` are ground truth, for evaluation and tests only.
@@ -40,7 +40,8 @@ class LinearMDP(Protocol):
         theta_star: (P, d): r_h(s,a) = phi(s,a) @ theta_star[h or 0].
         gamma_star: (P, d): c_h(s,a) = phi(s,a) @ gamma_star[h or 0].
         cost_noise_sigma: Sub-Gaussian scale of the observed-cost noise z - c (for the safety radius).
-        min_safety_gap: Floor for tau - tau_h(s) in kappa_h(s) (spec L3, L7(a)), or None for no floor.
+        min_safety_gap: Floor for tau - tau_h(s) in kappa_h(s), or None for no floor (sb3-safe's
+            docs/linear_agents.md, 'kappa and the gap floor').
     """
 
     horizon: int

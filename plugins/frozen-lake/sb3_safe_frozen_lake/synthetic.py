@@ -1,6 +1,6 @@
-"""``LinearMDPSynthetic-v0``: the synthetic safe linear MDP with finite star-convex action sets (spec §6.1).
+"""``LinearMDPSynthetic-v0``: the synthetic safe linear MDP with finite star-convex action sets.
 
-The action at state s is a feature point x of D(s) = union_i [phi_0(s), x_i(s)] (Definition 1, spec §4.2, §7):
+The action at state s is a feature point x of D(s) = union_i [phi_0(s), x_i(s)] (Definition 1 of Amani et al. 2021):
 
     r_h(s, x) = <x, theta_h*>,   c_h(s, x) = <x, gamma_h*>,   P_h(.|s, x) = x @ mu_h*,   z = c_h(s, x) + N(0, sigma^2)
 
@@ -21,11 +21,11 @@ from sb3_safe_frozen_lake.protocol import FloatArray, LinearMDPEnvMixin
 from sb3_safe_frozen_lake.synthetic_model import SyntheticInstance, draw_instance, project_onto_segments
 
 ON_SET_TOLERANCE = 1e-9
-"""An action within this Euclidean distance of D(s) is on the set (spec §7)."""
+"""An action within this Euclidean distance of D(s) is on the set."""
 
 
 class LinearMDPSyntheticEnv(LinearMDPEnvMixin, gym.Env[dict[str, Any], FloatArray]):
-    """The synthetic linear MDP of Amani et al. (2021, Figure 1), constructed as in spec §6.1.
+    """The synthetic linear MDP of Amani et al. (2021, Figure 1), constructed as described in the plugin README.
 
     States are uniform at reset; nothing is terminal; the env truncates after ``horizon`` steps. The action space
     is ``Box(0, 1, (d,), float64)`` (float64 because membership in D(s) is checked to 1e-9). An action must be a
@@ -85,7 +85,7 @@ class LinearMDPSyntheticEnv(LinearMDPEnvMixin, gym.Env[dict[str, Any], FloatArra
         self.theta_star = self.instance.theta_star
         self.gamma_star = self.instance.gamma_star
         self.cost_noise_sigma = self.sigma
-        self.min_safety_gap: float | None = None  # tau_h(s) < tau strictly by construction (spec L3 default)
+        self.min_safety_gap: float | None = None  # tau_h(s) < tau strictly by construction: no floor needed
 
         self.observation_space = self._protocol_observation_space()
         self.action_space = spaces.Box(0.0, 1.0, shape=(self.feature_dim,), dtype=np.float64)

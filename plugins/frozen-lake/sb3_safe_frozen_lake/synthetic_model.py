@@ -1,6 +1,6 @@
-"""The random instance of the synthetic star-convex linear MDP (spec §6.1) and the projection onto D(s).
+"""The random instance of the synthetic star-convex linear MDP and the projection onto D(s).
 
-Drawn from ``numpy.random.default_rng(seed)`` in this order (spec §6.1 "Construction"):
+Drawn from ``numpy.random.default_rng(seed)`` in this order:
 
 1. theta_h* ~ N(0, I_d) for every h, then gamma_h* ~ N(0, I_d) for every h;
 2. mu_h* rows e_j^T mu_h* ~ Dirichlet(1_{n_S}) (so phi @ mu_h* is a distribution for every phi in the simplex);
@@ -68,7 +68,7 @@ def _draw_phi0(rng: np.random.Generator, gamma: FloatArray, n_states: int, tau: 
 
 
 def draw_instance(d: int, n_states: int, n_segments: int, horizon: int, tau: float, seed: int) -> SyntheticInstance:
-    """Draw the instance of spec §6.1 from ``seed`` (see the module docstring for the order of the draws).
+    """Draw the instance from ``seed`` (see the module docstring for the order of the draws).
 
     Raises:
         ValueError: If no gamma* admitting a safe phi_0 is found (only for a tau far below the typical costs).

@@ -28,7 +28,7 @@ BOUNDARY_COSTS = {
     (7, 0): (0.10, 0.90, 0.10, 0.90),
     (5, 5): (0.10, 0.95, 1.00, 0.95),
 }
-"""Spec §6.2(a): the six states whose best cost equals tau = 0.1, with the costs of (LEFT, DOWN, RIGHT, UP)."""
+"""The six boundary states whose best cost equals tau = 0.1, with the costs of (LEFT, DOWN, RIGHT, UP)."""
 
 
 def gymnasium_reference() -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +52,7 @@ def safe_value_iteration(
     terminal: np.ndarray,
     randomised: bool,
 ) -> np.ndarray:
-    """Optimal safe policies pi_h(a|s), (H, n_S, n_A), by backward induction on the true model (spec §2.1).
+    """Optimal safe policies pi_h(a|s), (H, n_S, n_A), by backward induction on the true model.
 
     Deterministic: maximise Q over {a : c(s,a) <= tau}. Randomised: maximise E_theta Q over the exact safe set
     {theta : E_theta c <= tau}, an LP on the simplex with one constraint whose optimum is a feasible vertex or a

@@ -1,4 +1,4 @@
-"""The safe Frozen Lake is an exact linear MDP with the costs, safe actions and reward fit of spec §6.2."""
+"""The safe Frozen Lake is an exact linear MDP with the costs, safe actions and reward fit of the plugin README."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_transitions_match_gymnasium_and_phi_reproduces_them(lake, reference):
 def test_mu_star_is_a_gaussian_draw_with_the_spec_conditioning(lake):
     mu = lake.mu_star[0]
     np.testing.assert_array_equal(mu, np.random.default_rng(0).standard_normal((100, 100)))
-    assert 400 < np.linalg.cond(mu) < 600  # spec §6.2: cond ~ 5e2 for seed 0
+    assert 400 < np.linalg.cond(mu) < 600  # cond ~ 5e2 for seed 0
     norms = np.linalg.norm(lake.feature_table(), axis=2)
     assert np.median(norms) == pytest.approx(2.43, abs=0.01) and norms.max() == pytest.approx(7.04, abs=0.01)
 

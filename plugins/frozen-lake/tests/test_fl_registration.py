@@ -22,7 +22,7 @@ from sb3_safe_frozen_lake import (
 
 IDS = ["FrozenLake10x10Safe-v0", "LinearMDPSynthetic-v0"]
 UNAVOIDABLE_BOX_WARNINGS = ("symmetric and normalized Box action space", "dtype float64")
-"""The synthetic action is a float64 feature point in [0, 1]^d (spec §7): SB3's two Box recommendations."""
+"""The synthetic action is a float64 feature point in [0, 1]^d: SB3's two Box recommendations."""
 
 
 def test_register_is_idempotent_and_returns_the_sorted_ids():

@@ -1,4 +1,4 @@
-"""LinearMDPSynthetic-v0 (spec §6.1): a linear MDP with star-convex action sets, seeding, projection of actions."""
+"""LinearMDPSynthetic-v0: a linear MDP with star-convex action sets, seeding, projection of actions."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_safe_action_is_strictly_safe(seed):
 
 
 def test_phi0_fallbacks_keep_the_safe_action_safe():
-    # Seed 15 with tau = 0.05 needs both fallbacks of spec §6.1: a gamma* redraw and a vertex phi_0(s) = e_j.
+    # Seed 15 with tau = 0.05 needs both fallbacks of the construction: a gamma* redraw and a vertex phi_0(s) = e_j.
     env = LinearMDPSyntheticEnv(tau=0.05, seed=15)
     assert env.instance.gamma_redraws >= 1 and env.instance.vertex_fallbacks >= 1
     costs = np.array([[env.safe_cost(s, h) for h in range(3)] for s in range(20)])

@@ -1,4 +1,4 @@
-"""Finite-horizon safe value iteration on the true Frozen Lake model (spec §6.2(b)): the goal-mode table."""
+"""Finite-horizon safe value iteration on the true Frozen Lake model: why the goal is absorbing by default."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Opt-in fast resets for the navigation tasks (patch P6 of ``specs/stack.md``).
+"""Opt-in fast resets for the navigation tasks (``fast_reset=True``; not one of the shim's patches).
 
 Every ``reset()`` of a navigation task rebuilds and recompiles the world XML (``safety_gymnasium.world.World.build``).
 About 95% of those ~0.3 s go to decoding six 3259x3259 skybox PNGs, a little more to re-parsing

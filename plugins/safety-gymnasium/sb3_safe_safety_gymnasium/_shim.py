@@ -1,7 +1,7 @@
 """Import-time compatibility shim that lets safety-gymnasium 1.0.0 run on the current stack.
 
 safety-gymnasium 1.0.0 was written for Python 3.10, gymnasium 0.28 and mujoco 2.3. On Python 3.11 with
-gymnasium 1.x it does not even import. The patches below (numbered as in ``specs/stack.md``) make it work; each
+gymnasium 1.x it does not even import. The patches below, numbered P1-P6 here and in the tests, make it work; each
 one checks whether the installed versions need it and does nothing otherwise:
 
 * P1 (Python >= 3.11): the dataclass geoms use numpy arrays as field defaults, which Python 3.11 rejects.

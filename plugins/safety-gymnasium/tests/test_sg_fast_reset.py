@@ -1,4 +1,4 @@
-"""fast_reset (P6): identical trajectories, a different (built-in) skybox, much cheaper resets, opt-in only."""
+"""fast_reset: identical trajectories, a different (built-in) skybox, much cheaper resets, opt-in only."""
 
 from __future__ import annotations
 
